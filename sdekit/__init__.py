@@ -14,4 +14,7 @@ from ._sde import SDE as SDE
 from ._solve import SDESolution as SDESolution, solve as solve
 
 
-__version__ = importlib.metadata.version("sdekit")
+try:
+    __version__ = importlib.metadata.version("sdekit")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.1.0+source"

@@ -1,0 +1,16 @@
+"""Shared jaxtyping aliases."""
+
+from typing import Literal, TypeAlias
+
+from jaxtyping import Array, ArrayLike, Float, Real, Shaped
+
+
+NoiseStructure: TypeAlias = Literal["diagonal", "scalar", "general"]
+Calculus: TypeAlias = Literal["ito", "stratonovich"]
+
+RealScalarLike: TypeAlias = float | int | Real[ArrayLike, ""]
+State: TypeAlias = Float[Array, "*state"]
+BatchedState: TypeAlias = Float[Array, "batch *state"]
+Times: TypeAlias = Real[Array, " times"]
+BatchedTimes: TypeAlias = Real[Array, "batch times"]
+Mask: TypeAlias = Shaped[Array, "batch times"]

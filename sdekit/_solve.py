@@ -1,0 +1,395 @@
+"""solve(): a batch of SDE paths over diffrax, one key and one set of save times each."""
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.tree_util as jtu
+import lineax as lx
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree
+
+from ._adjoint import reversible_heun_solve, ReversibleAdjoint
+from ._brownian import GridBrownianPath
+from ._custom_types import Calculus
+from ._grid import num_uniform_steps, step_grid
+from ._sde import SDE
+
+
+# Solvers whose increments are Itô; every other diffrax SDE solver converges to the
+# Stratonovich solution (diffrax's "SDE solvers" documentation).
+_ITO_SOLVERS = (dfx.Euler, dfx.ItoMilstein)
+# Stochastic Runge-Kutta methods that are only correct for additive noise.
+_ADDITIVE_ONLY = (dfx.SEA, dfx.SRA1, dfx.ShARK)
+
+
+class SDESolution(eqx.Module):
+    """The output of [`sdekit.solve`][].
+
+    **Attributes:**
+
+    - `ts`: save times, shape `(batch, n)`; padded entries repeat a path's last time.
+    - `ys`: the paths at `ts`, shape `(batch, n, *state)`.
+    - `mask`: `(batch, n)` booleans, `False` on padding (paths with fewer times).
+    - `stats`: diffrax's solver statistics per path (`num_steps`,
+        `num_accepted_steps`, `num_rejected_steps`, `max_steps`), each `(batch,)`.
+    - `result`: diffrax's `RESULTS` per path.
+    """
+
+    ts: Float[Array, "batch n"]
+    ys: Float[Array, "batch n *state"]
+    mask: Bool[Array, "batch n"]
+    stats: dict[str, Array]
+    result: dfx.RESULTS
+
+
+def solver_calculus(solver: dfx.AbstractSolver) -> Calculus:
+    """The calculus a diffrax solver's SDE solutions converge in."""
+    return "ito" if isinstance(solver, _ITO_SOLVERS) else "stratonovich"
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _as_batched_times(
+    ts, batch: int
+) -> tuple[Float[Array, "batch n"], Bool[Array, "batch n"]]:
+    """Broadcast shared times, or pad ragged ones by repeating each path's last time."""
+    if isinstance(ts, Sequence) and not isinstance(ts, (str, bytes)) and (
+        len(ts) > 0 and jnp.ndim(ts[0]) == 1
+    ):
+        if len(ts) != batch:
+            raise ValueError(
+                f"Got {len(ts)} arrays of save times for a batch of {batch} paths; "
+                "pass one array per path."
+            )
+        lengths = [len(t) for t in ts]
+        if min(lengths) < 1:
+            raise ValueError("Every path needs at least one save time.")
+        n = max(lengths)
+        xp = jnp if any(isinstance(t, jax.core.Tracer) for t in ts) else np
+        padded = xp.stack(
+            [xp.concatenate([xp.asarray(t), xp.repeat(xp.asarray(t)[-1:], n - len(t))]) for t in ts]
+        )
+        mask = np.arange(n)[None, :] < np.asarray(lengths)[:, None]
+        return padded, mask
+    # Keep concrete inputs as NumPy so that they can be checked eagerly even under jit.
+    ts = ts if isinstance(ts, jax.Array) else np.asarray(ts)
+    if ts.ndim == 1:
+        ts = ts[None].repeat(batch, axis=0)
+    elif ts.ndim != 2 or ts.shape[0] != batch:
+        raise ValueError(
+            "`ts` must be shared save times of shape (n,), per-path times of shape "
+            f"(batch, n) = ({batch}, n), or a list of 1-D arrays; got shape {ts.shape}."
+        )
+    if ts.shape[1] < 1:
+        raise ValueError("`ts` must hold at least one save time.")
+    return ts, np.ones(ts.shape, dtype=bool)
+
+
+def _check_times(ts, mask, t0, t1) -> None:
+    """Eager checks on concrete save times: finite, strictly increasing, in [t0, t1]."""
+    ts_np, mask_np = np.asarray(ts), np.asarray(mask)
+    if not np.all(np.isfinite(ts_np[mask_np])):
+        raise ValueError("`ts` contains NaN or infinite times; every save time must be finite.")
+    steps = np.diff(ts_np, axis=1)
+    valid = mask_np[:, 1:]
+    if np.any(steps[valid] <= 0):
+        bad = int(np.argwhere((steps <= 0) & valid)[0, 0])
+        raise ValueError(
+            f"Save times of path {bad} are not strictly increasing; sort them and "
+            "drop duplicates."
+        )
+    if t0 is not None and np.any(ts_np[mask_np] < t0):
+        raise ValueError(f"Save times before t0={t0}; every save time must lie in [t0, t1].")
+    if t1 is not None and np.any(ts_np[mask_np] > t1):
+        raise ValueError(f"Save times after t1={t1}; every save time must lie in [t0, t1].")
+
+
+def _check_shapes(sde: SDE, y0: Float[Array, "*state"], t0, args) -> None:
+    """Trace-time checks that drift and diffusion return what the noise structure says."""
+    drift = jax.eval_shape(sde.drift, t0, y0, args)
+    if getattr(drift, "shape", None) != y0.shape:
+        raise ValueError(
+            f"The drift must return an array shaped like the state {y0.shape}, got "
+            f"{getattr(drift, 'shape', type(drift))}. Check the drift's output size."
+        )
+    diff = jax.eval_shape(sde.diffusion, t0, y0, args)
+    if sde.noise in ("diagonal", "scalar"):
+        if getattr(diff, "shape", None) != y0.shape:
+            raise ValueError(
+                f"With noise={sde.noise!r} the diffusion must return an array shaped "
+                f"like the state {y0.shape}, got {getattr(diff, 'shape', type(diff))}."
+            )
+    elif isinstance(diff, lx.AbstractLinearOperator):
+        want = (y0.shape, jax.ShapeDtypeStruct((sde.noise_dim,), y0.dtype).shape)
+        got = (diff.out_structure().shape, diff.in_structure().shape)
+        if got != want:
+            raise ValueError(
+                f"The diffusion operator must map noise of shape {want[1]} to the "
+                f"state's shape {want[0]}, but maps {got[1]} to {got[0]}."
+            )
+    elif getattr(diff, "shape", None) != (*y0.shape, sde.noise_dim):
+        raise ValueError(
+            "With noise='general' the diffusion must return a matrix of shape "
+            f"{(*y0.shape, sde.noise_dim)} (state, noise_dim), got "
+            f"{getattr(diff, 'shape', type(diff))}."
+        )
+
+
+def _per_path_keys(key, batch: int):
+    """One typed key per path, from one key or from `batch` keys (typed or raw)."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape[-1:] == (2,):
+        key = jr.wrap_key_data(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.ndim == 0:
+            return jr.split(key, batch)
+        if key.shape == (batch,):
+            return key
+    raise ValueError(
+        f"`key` must be one PRNG key or one per path ({batch}); got shape {key.shape}."
+    )
+
+
+def solve(
+    sde: SDE,
+    y0: Float[ArrayLike, "batch *state"],
+    ts: Float[ArrayLike, "n"] | Float[ArrayLike, "batch n"] | Sequence[ArrayLike],
+    *,
+    key: PRNGKeyArray,
+    dt0: float,
+    t0: float | None = None,
+    t1: float | None = None,
+    solver: dfx.AbstractSolver | None = None,
+    adjoint: dfx.AbstractAdjoint | ReversibleAdjoint | None = None,
+    brownian: Literal["grid", "virtual"] = "grid",
+    stepsize_controller: dfx.AbstractStepSizeController | None = None,
+    args: PyTree = None,
+    max_steps: int | None = None,
+) -> SDESolution:
+    r"""Solve a batch of SDE paths, each with its own Brownian motion and save times.
+
+    By default every path is integrated with fixed steps of size at most `dt0` on a
+    grid that also contains its save times, over a [`sdekit.GridBrownianPath`][]
+    sampled up front, and differentiated by backpropagating through diffrax (all
+    steps kept, no recomputation). This is the fast path: about as fast as a
+    hand-written `jax.lax.scan` (see the benchmarks page). The loop over paths is a
+    `vmap` inside, so `solve` itself can be `jit`-ed, `vmap`-ed and differentiated.
+
+    **Arguments:**
+
+    - `sde`: the [`sdekit.SDE`][].
+    - `y0`: initial states, shape `(batch, *state)`.
+    - `ts`: save times: shared `(n,)`, per path `(batch, n)`, or a list of `batch`
+        1-D arrays of different lengths (padded; see `SDESolution.mask`). Each path's
+        times must be strictly increasing and lie in `[t0, t1]`.
+    - `key`: one PRNG key (split per path) or `batch` keys.
+    - `dt0`: the step size (the largest step on the grid), `> 0`.
+    - `t0`, `t1`: the interval; default the first and last save time (over all paths).
+        Must be Python numbers under `jit` if `ts` is traced.
+    - `solver`: a diffrax solver; default `Euler()` (Euler-Maruyama) for an Itô SDE,
+        `Heun()` for a Stratonovich one. A solver of the other calculus is fine: the
+        drift is converted (see [`sdekit.SDE.drift_in`][]).
+    - `adjoint`: default `diffrax.RecursiveCheckpointAdjoint` keeping every step;
+        [`sdekit.ReversibleAdjoint`][] for $O(1)$ memory in the number of steps.
+    - `brownian`: `"grid"` (default) or `"virtual"` (diffrax's
+        `VirtualBrownianTree` with tolerance `dt0 / 2`, for adaptive steps).
+    - `stepsize_controller`: only with `brownian="virtual"`; default constant steps.
+    - `args`: passed to drift and diffusion.
+    - `max_steps`: only with `brownian="virtual"` (default 16 * the uniform count).
+
+    **Returns:** an [`sdekit.SDESolution`][].
+    """
+    if not isinstance(sde, SDE):
+        raise TypeError(f"`sde` must be an sdekit.SDE, got {type(sde).__name__}.")
+    if not isinstance(dt0, (int, float)) or not dt0 > 0:
+        raise ValueError(f"`dt0` must be a positive number, got {dt0!r}.")
+    if brownian not in ("grid", "virtual"):
+        raise ValueError(f"`brownian` must be 'grid' or 'virtual', got {brownian!r}.")
+    y0 = jnp.asarray(y0)
+    if not jnp.issubdtype(y0.dtype, jnp.floating):
+        y0 = y0.astype(jnp.result_type(float))
+    if y0.ndim < 2:
+        raise ValueError(
+            f"`y0` must be batched, shape (batch, *state), got shape {y0.shape}; for "
+            "one path use y0[None]."
+        )
+    batch = y0.shape[0]
+    shared_times = not isinstance(ts, Sequence) and jnp.ndim(ts) == 1
+    ts, mask = _as_batched_times(ts, batch)
+    if _is_concrete(ts):
+        _check_times(ts, mask, t0, t1)
+        ts_np = np.asarray(ts)
+        t0 = float(ts_np[:, 0].min()) if t0 is None else t0
+        t1 = float(ts_np.max()) if t1 is None else t1
+    elif t0 is None or t1 is None:
+        raise ValueError("Pass `t0` and `t1` as numbers when `ts` is traced (under jit).")
+    else:
+        ts = eqx.error_if(ts, ~jnp.isfinite(ts), "`ts` contains NaN or infinite times.")
+        ts = eqx.error_if(
+            ts, (jnp.diff(ts, axis=1) <= 0) & mask[:, 1:],
+            "Save times must be strictly increasing for every path.",
+        )
+    if not float(t1) > float(t0):
+        raise ValueError(f"Need t0 < t1, got t0={t0}, t1={t1}.")
+    if _is_concrete(y0):
+        if not np.all(np.isfinite(np.asarray(y0))):
+            raise ValueError("`y0` contains NaN or infinite values.")
+    else:
+        y0 = eqx.error_if(y0, ~jnp.isfinite(y0), "`y0` contains NaN or infinite values.")
+    _check_shapes(sde, y0[0], t0, args)
+    # Times in the state's precision (no float64 request when x64 is off).
+    ts = jnp.asarray(ts, jax.dtypes.canonicalize_dtype(np.result_type(ts.dtype, y0.dtype)))
+    mask = jnp.asarray(mask)
+
+    if solver is None:
+        solver = dfx.Heun() if sde.calculus == "stratonovich" else dfx.Euler()
+    if isinstance(adjoint, ReversibleAdjoint):
+        if not isinstance(solver, dfx.ReversibleHeun):
+            if isinstance(solver, (dfx.Euler, dfx.Heun)) and solver is not None:
+                solver = dfx.ReversibleHeun()
+        if not isinstance(solver, dfx.ReversibleHeun):
+            raise ValueError(
+                "`ReversibleAdjoint` runs the reversible Heun method; pass "
+                "`solver=diffrax.ReversibleHeun()` or leave `solver` unset."
+            )
+        if brownian != "grid" or stepsize_controller is not None:
+            raise ValueError("`ReversibleAdjoint` needs fixed steps on the grid Brownian path.")
+    if isinstance(solver, _ADDITIVE_ONLY) and not sde.additive:
+        raise ValueError(
+            f"{type(solver).__name__} is only correct for additive noise; declare "
+            "`SDE(..., additive=True)` if the diffusion does not depend on y, or pick "
+            "another solver."
+        )
+    if brownian == "grid" and stepsize_controller is not None:
+        raise ValueError(
+            "The grid Brownian path needs fixed steps on its grid; for adaptive steps "
+            "use `brownian='virtual'`."
+        )
+    calculus = solver_calculus(solver)
+    num_steps = num_uniform_steps(float(t0), float(t1), float(dt0))
+    bshape = sde.brownian_shape(y0.shape[1:])
+    keys = _per_path_keys(key, batch)
+    if brownian == "grid" and shared_times:
+        ys, stats, result = _solve_as_one_state(
+            sde, calculus, solver, adjoint, y0, ts[0], keys, t0, t1, num_steps, args
+        )
+        broadcast = lambda x: jnp.broadcast_to(x, (batch, *jnp.shape(x)))
+        return SDESolution(
+            ts=ts, ys=ys, mask=mask, stats=jtu.tree_map(broadcast, stats),
+            result=jtu.tree_map(broadcast, result),
+        )
+
+    def one_path(y0_i, ts_i, key_i):
+        if brownian == "grid":
+            grid = step_grid(t0, t1, num_steps, ts_i)
+            path = GridBrownianPath(grid, bshape, key_i, dtype=y0.dtype)
+            terms = sde.terms(path, calculus)
+            if isinstance(adjoint, ReversibleAdjoint):
+                save_index = jnp.searchsorted(grid, ts_i, side="left")
+                ys = reversible_heun_solve(terms, grid, y0_i, args, save_index)
+                return ys, _fixed_step_stats(grid.shape[0] - 1), dfx.RESULTS.successful
+            controller = dfx.StepTo(ts=grid)
+            steps = grid.shape[0] - 1
+            dt = None
+            # Keeping every step is what a hand-written scan does: no recomputation.
+            default_adjoint = dfx.RecursiveCheckpointAdjoint(checkpoints=steps)
+        else:
+            path = dfx.VirtualBrownianTree(
+                t0, t1, tol=dt0 / 2, shape=jax.ShapeDtypeStruct(bshape, y0.dtype), key=key_i
+            )
+            terms = sde.terms(path, calculus)
+            controller = stepsize_controller or dfx.ConstantStepSize()
+            steps = max_steps or 16 * num_steps
+            dt = dt0
+            default_adjoint = dfx.RecursiveCheckpointAdjoint()
+        sol = dfx.diffeqsolve(
+            terms,
+            solver,
+            t0,
+            t1,
+            dt,
+            y0_i,
+            args=args,
+            saveat=dfx.SaveAt(ts=ts_i),
+            stepsize_controller=controller,
+            adjoint=adjoint or default_adjoint,
+            max_steps=steps,
+        )
+        return sol.ys, sol.stats, sol.result
+
+    ys, stats, result = jax.vmap(one_path)(y0, ts, keys)
+    return SDESolution(ts=ts, ys=ys, mask=mask, stats=stats, result=result)
+
+
+class _BatchedDrift(eqx.Module):
+    drift: Callable[..., Any]
+
+    def __call__(self, t, y, args):
+        return jax.vmap(self.drift, in_axes=(None, 0, None))(t, y, args)
+
+
+class _BatchedDiffusion(eqx.Module):
+    sde: SDE
+
+    def __call__(self, t, y, args):
+        g = jax.vmap(self.sde.diffusion, in_axes=(None, 0, None))(t, y, args)
+        if self.sde.noise == "diagonal":
+            return lx.DiagonalLinearOperator(g)
+        batch = y.shape[0]
+        if self.sde.noise == "scalar":
+            # One scalar motion per path: dW has shape (batch,).
+            def mv(dw):
+                return g * dw.reshape(batch, *([1] * (g.ndim - 1)))
+
+            structure = jax.ShapeDtypeStruct((batch,), y.dtype)
+        else:
+            def mv(dw):
+                if isinstance(g, lx.AbstractLinearOperator):
+                    return jax.vmap(lambda op, w: op.mv(w))(g, dw)
+                return jnp.einsum("b...m,bm->b...", g, dw)
+
+            structure = jax.ShapeDtypeStruct((batch, self.sde.noise_dim), y.dtype)
+        return lx.FunctionLinearOperator(mv, structure)
+
+
+def _solve_as_one_state(sde, calculus, solver, adjoint, y0, ts, keys, t0, t1, num_steps, args):
+    """All paths share their save times, so they share one step grid: integrate the
+    batch as a single state. One time loop instead of `vmap` over per-path loops,
+    whose batched control flow costs about half again as much per step (measured:
+    docs/benchmarks.md). The noise is the same as path by path: one key per path."""
+    grid = step_grid(t0, t1, num_steps, ts)
+    path = GridBrownianPath(grid, sde.brownian_shape(y0.shape[1:]), keys, dtype=y0.dtype)
+    terms = dfx.MultiTerm(
+        dfx.ODETerm(_BatchedDrift(sde.drift_in(calculus))),
+        dfx.ControlTerm(_BatchedDiffusion(sde), path),
+    )
+    steps = grid.shape[0] - 1
+    if isinstance(adjoint, ReversibleAdjoint):
+        save_index = jnp.searchsorted(grid, ts, side="left")
+        ys = reversible_heun_solve(terms, grid, y0, args, save_index)
+        stats = _fixed_step_stats(steps)
+        result = dfx.RESULTS.successful
+    else:
+        sol = dfx.diffeqsolve(
+            terms, solver, t0, t1, None, y0, args=args, saveat=dfx.SaveAt(ts=ts),
+            stepsize_controller=dfx.StepTo(ts=grid),
+            adjoint=adjoint or dfx.RecursiveCheckpointAdjoint(checkpoints=steps),
+            max_steps=steps,
+        )
+        ys, stats, result = sol.ys, sol.stats, sol.result
+    # diffrax stacks saves first: (n, batch, *state) -> (batch, n, *state).
+    return jnp.moveaxis(ys, 0, 1), stats, result
+
+
+def _fixed_step_stats(steps: int) -> dict[str, Array]:
+    n = jnp.asarray(steps)
+    return dict(
+        num_steps=n, num_accepted_steps=n, num_rejected_steps=jnp.asarray(0), max_steps=n
+    )
