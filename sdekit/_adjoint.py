@@ -40,7 +40,12 @@ def _step(solver, terms, t0, t1, y, args, state):
 
 
 def _add(a, b):
-    return jtu.tree_map(lambda x, y: x if y is None else (y if x is None else x + y), a, b, is_leaf=lambda x: x is None)
+    return jtu.tree_map(
+        lambda x, y: x if y is None else (y if x is None else x + y),
+        a,
+        b,
+        is_leaf=lambda x: x is None,
+    )
 
 
 def _saved_cotangent(ys_bar, save_index, n):
@@ -85,7 +90,9 @@ def _reversible_heun_fwd(perturbed, vjp_arg, solver, grid, save_index):
 
 
 @_reversible_heun.def_bwd
-def _reversible_heun_bwd(residuals, ys_bar, perturbed, vjp_arg, solver, grid, save_index):
+def _reversible_heun_bwd(
+    residuals, ys_bar, perturbed, vjp_arg, solver, grid, save_index
+):
     del perturbed
     terms, y0, args = vjp_arg
     y_final, state_final = residuals

@@ -56,6 +56,7 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
             )
         dtype = ts.dtype if dtype is None else dtype
         dt = jnp.diff(ts).astype(dtype)
+
         def sample(k):
             return jr.normal(k, (ts.shape[0] - 1, *shape), dtype)
 

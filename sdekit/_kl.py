@@ -42,7 +42,11 @@ def girsanov_integrand(
     elif posterior.noise == "scalar":
         u = jnp.vdot(g, diff) / jnp.vdot(g, g)
     else:
-        op = g if isinstance(g, lx.AbstractLinearOperator) else lx.MatrixLinearOperator(g)
+        op = (
+            g
+            if isinstance(g, lx.AbstractLinearOperator)
+            else lx.MatrixLinearOperator(g)
+        )
         u = lx.linear_solve(op, diff, solver=lx.AutoLinearSolver(well_posed=None)).value
     return 0.5 * jnp.sum(u**2)
 

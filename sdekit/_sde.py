@@ -62,9 +62,7 @@ class SDE(eqx.Module):
 
     def __check_init__(self):
         if self.noise not in _NOISES:
-            raise ValueError(
-                f"`noise` must be one of {_NOISES}, got {self.noise!r}."
-            )
+            raise ValueError(f"`noise` must be one of {_NOISES}, got {self.noise!r}.")
         if self.calculus not in _CALCULI:
             raise ValueError(
                 f"`calculus` must be 'ito' or 'stratonovich', got {self.calculus!r}."

@@ -60,8 +60,10 @@ def _as_batched_times(
     ts, batch: int
 ) -> tuple[Float[Array, "batch n"], Bool[Array, "batch n"]]:
     """Broadcast shared times, or pad ragged ones by repeating each path's last time."""
-    if isinstance(ts, Sequence) and not isinstance(ts, (str, bytes)) and (
-        len(ts) > 0 and jnp.ndim(ts[0]) == 1
+    if (
+        isinstance(ts, Sequence)
+        and not isinstance(ts, (str, bytes))
+        and (len(ts) > 0 and jnp.ndim(ts[0]) == 1)
     ):
         if len(ts) != batch:
             raise ValueError(
@@ -74,7 +76,12 @@ def _as_batched_times(
         n = max(lengths)
         xp = jnp if any(isinstance(t, jax.core.Tracer) for t in ts) else np
         padded = xp.stack(
-            [xp.concatenate([xp.asarray(t), xp.repeat(xp.asarray(t)[-1:], n - len(t))]) for t in ts]
+            [
+                xp.concatenate(
+                    [xp.asarray(t), xp.repeat(xp.asarray(t)[-1:], n - len(t))]
+                )
+                for t in ts
+            ]
         )
         mask = np.arange(n)[None, :] < np.asarray(lengths)[:, None]
         return padded, mask
@@ -96,7 +103,9 @@ def _check_times(ts, mask, t0, t1) -> None:
     """Eager checks on concrete save times: finite, strictly increasing, in [t0, t1]."""
     ts_np, mask_np = np.asarray(ts), np.asarray(mask)
     if not np.all(np.isfinite(ts_np[mask_np])):
-        raise ValueError("`ts` contains NaN or infinite times; every save time must be finite.")
+        raise ValueError(
+            "`ts` contains NaN or infinite times; every save time must be finite."
+        )
     steps = np.diff(ts_np, axis=1)
     valid = mask_np[:, 1:]
     if np.any(steps[valid] <= 0):
@@ -106,9 +115,13 @@ def _check_times(ts, mask, t0, t1) -> None:
             "drop duplicates."
         )
     if t0 is not None and np.any(ts_np[mask_np] < t0):
-        raise ValueError(f"Save times before t0={t0}; every save time must lie in [t0, t1].")
+        raise ValueError(
+            f"Save times before t0={t0}; every save time must lie in [t0, t1]."
+        )
     if t1 is not None and np.any(ts_np[mask_np] > t1):
-        raise ValueError(f"Save times after t1={t1}; every save time must lie in [t0, t1].")
+        raise ValueError(
+            f"Save times after t1={t1}; every save time must lie in [t0, t1]."
+        )
 
 
 def _check_shapes(sde: SDE, y0: Float[Array, "*state"], t0, args) -> None:
@@ -229,11 +242,14 @@ def solve(
         t0 = float(ts_np[:, 0].min()) if t0 is None else t0
         t1 = float(ts_np.max()) if t1 is None else t1
     elif t0 is None or t1 is None:
-        raise ValueError("Pass `t0` and `t1` as numbers when `ts` is traced (under jit).")
+        raise ValueError(
+            "Pass `t0` and `t1` as numbers when `ts` is traced (under jit)."
+        )
     else:
         ts = eqx.error_if(ts, ~jnp.isfinite(ts), "`ts` contains NaN or infinite times.")
         ts = eqx.error_if(
-            ts, (jnp.diff(ts, axis=1) <= 0) & mask[:, 1:],
+            ts,
+            (jnp.diff(ts, axis=1) <= 0) & mask[:, 1:],
             "Save times must be strictly increasing for every path.",
         )
     if not float(t1) > float(t0):
@@ -242,10 +258,14 @@ def solve(
         if not np.all(np.isfinite(np.asarray(y0))):
             raise ValueError("`y0` contains NaN or infinite values.")
     else:
-        y0 = eqx.error_if(y0, ~jnp.isfinite(y0), "`y0` contains NaN or infinite values.")
+        y0 = eqx.error_if(
+            y0, ~jnp.isfinite(y0), "`y0` contains NaN or infinite values."
+        )
     _check_shapes(sde, y0[0], t0, args)
     # Times in the state's precision (no float64 request when x64 is off).
-    ts = jnp.asarray(ts, jax.dtypes.canonicalize_dtype(np.result_type(ts.dtype, y0.dtype)))
+    ts = jnp.asarray(
+        ts, jax.dtypes.canonicalize_dtype(np.result_type(ts.dtype, y0.dtype))
+    )
     mask = jnp.asarray(mask)
 
     if solver is None:
@@ -260,7 +280,9 @@ def solve(
                 "`solver=diffrax.ReversibleHeun()` or leave `solver` unset."
             )
         if brownian != "grid" or stepsize_controller is not None:
-            raise ValueError("`ReversibleAdjoint` needs fixed steps on the grid Brownian path.")
+            raise ValueError(
+                "`ReversibleAdjoint` needs fixed steps on the grid Brownian path."
+            )
     if isinstance(solver, _ADDITIVE_ONLY) and not sde.additive:
         raise ValueError(
             f"{type(solver).__name__} is only correct for additive noise; declare "
@@ -280,9 +302,15 @@ def solve(
         ys, stats, result = _solve_as_one_state(
             sde, calculus, solver, adjoint, y0, ts[0], keys, t0, t1, num_steps, args
         )
-        broadcast = lambda x: jnp.broadcast_to(x, (batch, *jnp.shape(x)))
+
+        def broadcast(x):
+            return jnp.broadcast_to(x, (batch, *jnp.shape(x)))
+
         return SDESolution(
-            ts=ts, ys=ys, mask=mask, stats=jtu.tree_map(broadcast, stats),
+            ts=ts,
+            ys=ys,
+            mask=mask,
+            stats=jtu.tree_map(broadcast, stats),
             result=jtu.tree_map(broadcast, result),
         )
 
@@ -302,7 +330,11 @@ def solve(
             default_adjoint = dfx.RecursiveCheckpointAdjoint(checkpoints=steps)
         else:
             path = dfx.VirtualBrownianTree(
-                t0, t1, tol=dt0 / 2, shape=jax.ShapeDtypeStruct(bshape, y0.dtype), key=key_i
+                t0,
+                t1,
+                tol=dt0 / 2,
+                shape=jax.ShapeDtypeStruct(bshape, y0.dtype),
+                key=key_i,
             )
             terms = sde.terms(path, calculus)
             controller = stepsize_controller or dfx.ConstantStepSize()
@@ -350,6 +382,7 @@ class _BatchedDiffusion(eqx.Module):
 
             structure = jax.ShapeDtypeStruct((batch,), y.dtype)
         else:
+
             def mv(dw):
                 if isinstance(g, lx.AbstractLinearOperator):
                     return jax.vmap(lambda op, w: op.mv(w))(g, dw)
@@ -359,13 +392,17 @@ class _BatchedDiffusion(eqx.Module):
         return lx.FunctionLinearOperator(mv, structure)
 
 
-def _solve_as_one_state(sde, calculus, solver, adjoint, y0, ts, keys, t0, t1, num_steps, args):
+def _solve_as_one_state(
+    sde, calculus, solver, adjoint, y0, ts, keys, t0, t1, num_steps, args
+):
     """All paths share their save times, so they share one step grid: integrate the
     batch as a single state. One time loop instead of `vmap` over per-path loops,
     whose batched control flow costs about half again as much per step (measured:
     docs/benchmarks.md). The noise is the same as path by path: one key per path."""
     grid = step_grid(t0, t1, num_steps, ts)
-    path = GridBrownianPath(grid, sde.brownian_shape(y0.shape[1:]), keys, dtype=y0.dtype)
+    path = GridBrownianPath(
+        grid, sde.brownian_shape(y0.shape[1:]), keys, dtype=y0.dtype
+    )
     terms = dfx.MultiTerm(
         dfx.ODETerm(_BatchedDrift(sde.drift_in(calculus))),
         dfx.ControlTerm(_BatchedDiffusion(sde), path),
@@ -378,7 +415,14 @@ def _solve_as_one_state(sde, calculus, solver, adjoint, y0, ts, keys, t0, t1, nu
         result = dfx.RESULTS.successful
     else:
         sol = dfx.diffeqsolve(
-            terms, solver, t0, t1, None, y0, args=args, saveat=dfx.SaveAt(ts=ts),
+            terms,
+            solver,
+            t0,
+            t1,
+            None,
+            y0,
+            args=args,
+            saveat=dfx.SaveAt(ts=ts),
             stepsize_controller=dfx.StepTo(ts=grid),
             adjoint=adjoint or dfx.RecursiveCheckpointAdjoint(checkpoints=steps),
             max_steps=steps,
@@ -391,5 +435,8 @@ def _solve_as_one_state(sde, calculus, solver, adjoint, y0, ts, keys, t0, t1, nu
 def _fixed_step_stats(steps: int) -> dict[str, Array]:
     n = jnp.asarray(steps)
     return dict(
-        num_steps=n, num_accepted_steps=n, num_rejected_steps=jnp.asarray(0), max_steps=n
+        num_steps=n,
+        num_accepted_steps=n,
+        num_rejected_steps=jnp.asarray(0),
+        max_steps=n,
     )
