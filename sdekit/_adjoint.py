@@ -66,14 +66,15 @@ def _forward(vjp_arg, solver, grid, save_index):
     ys = jnp.zeros((save_index.shape[0], *y0.shape), y0.dtype)
     ys = _write(ys, save_index, 0, y0)
 
-    def body(carry, n):
-        y, state, ys = carry
+    def body(carry, _):
+        n, y, state, ys = carry
         y1, state1 = _step(solver, terms, grid[n], grid[n + 1], y, args, state)
-        return (y1, state1, _write(ys, save_index, n + 1, y1)), None
+        return (n + 1, y1, state1, _write(ys, save_index, n + 1, y1)), None
 
+    # The step counter rides in the carry: no (num_steps,) array of indices is stored.
     num_steps = grid.shape[0] - 1
-    (y_final, state_final, ys), _ = lax.scan(
-        body, (y0, state0, ys), jnp.arange(num_steps)
+    (_, y_final, state_final, ys), _ = lax.scan(
+        body, (jnp.asarray(0), y0, state0, ys), None, length=num_steps
     )
     return ys, (y_final, state_final)
 
@@ -104,8 +105,9 @@ def _reversible_heun_bwd(
     zero_state = jtu.tree_map(jnp.zeros_like, state_final)
     y_bar_final = _saved_cotangent(ys_bar, save_index, num_steps)
 
-    def body(carry, n):
-        y1, state1, y_bar1, state_bar1, params_bar = carry
+    def body(carry, _):
+        n, y1, state1, y_bar1, state_bar1, params_bar = carry
+        n = n - 1
         t0, t1 = grid[n], grid[n + 1]
         yhat1, vf1 = state1
         control = terms.contr(t0, t1)
@@ -122,12 +124,19 @@ def _reversible_heun_bwd(
         _, vjp = eqx.filter_vjp(step, diff_params, y0_, state0)
         p_bar, y_bar0, state_bar0 = vjp((y_bar1, state_bar1))
         y_bar0 = y_bar0 + _saved_cotangent(ys_bar, save_index, n)
-        return (y0_, state0, y_bar0, state_bar0, _add(params_bar, p_bar)), None
+        return (n, y0_, state0, y_bar0, state_bar0, _add(params_bar, p_bar)), None
 
     nondiff = eqx.filter((terms, args), eqx.is_inexact_array, inverse=True)
-    init = (y_final, state_final, y_bar_final, zero_state, zero_params)
-    (y0_, state0, y_bar0, state_bar0, params_bar), _ = lax.scan(
-        body, init, jnp.arange(num_steps), reverse=True
+    init = (
+        jnp.asarray(num_steps),
+        y_final,
+        state_final,
+        y_bar_final,
+        zero_state,
+        zero_params,
+    )
+    (_, y0_, state0, y_bar0, state_bar0, params_bar), _ = lax.scan(
+        body, init, None, length=num_steps
     )
 
     # The initial auxiliary state is a function of y0 too: (yhat0, vf0) = (y0, f(y0)).

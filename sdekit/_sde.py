@@ -144,12 +144,7 @@ class SDE(eqx.Module):
         [`sdekit.SDE.ito_correction`][] when it differs from the SDE's own."""
         if calculus == self.calculus or self.additive:
             return self.drift
-        sign = -1.0 if calculus == "stratonovich" else 1.0
-
-        def converted(t, y, args):
-            return self.drift(t, y, args) + sign * self.ito_correction(t, y, args)
-
-        return converted
+        return _ConvertedDrift(self, -1.0 if calculus == "stratonovich" else 1.0)
 
     def terms(
         self, brownian_path: dfx.AbstractBrownianPath, calculus: Calculus | None = None
@@ -158,4 +153,16 @@ class SDE(eqx.Module):
         drift = self.drift_in(calculus or self.calculus)
         return dfx.MultiTerm(
             dfx.ODETerm(drift), dfx.ControlTerm(self.diffusion_operator, brownian_path)
+        )
+
+
+class _ConvertedDrift(eqx.Module):
+    # A module, not a closure, so that the SDE's parameters stay visible as leaves to
+    # JAX transformations (the reversible adjoint differentiates through them).
+    sde: SDE
+    sign: float = eqx.field(static=True)
+
+    def __call__(self, t, y, args):
+        return self.sde.drift(t, y, args) + self.sign * self.sde.ito_correction(
+            t, y, args
         )

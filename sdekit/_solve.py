@@ -262,6 +262,14 @@ def solve(
             y0, ~jnp.isfinite(y0), "`y0` contains NaN or infinite values."
         )
     _check_shapes(sde, y0[0], t0, args)
+    # Concrete times stay available on the host for building grids as constants.
+    ts_host = (
+        np.asarray(
+            ts, jax.dtypes.canonicalize_dtype(np.result_type(ts.dtype, y0.dtype))
+        )
+        if _is_concrete(ts)
+        else None
+    )
     # Times in the state's precision (no float64 request when x64 is off).
     ts = jnp.asarray(
         ts, jax.dtypes.canonicalize_dtype(np.result_type(ts.dtype, y0.dtype))
@@ -299,8 +307,9 @@ def solve(
     bshape = sde.brownian_shape(y0.shape[1:])
     keys = _per_path_keys(key, batch)
     if brownian == "grid" and shared_times:
+        shared = ts_host[0] if ts_host is not None else ts[0]
         ys, stats, result = _solve_as_one_state(
-            sde, calculus, solver, adjoint, y0, ts[0], keys, t0, t1, num_steps, args
+            sde, calculus, solver, adjoint, y0, shared, keys, t0, t1, num_steps, args
         )
 
         def broadcast(x):
@@ -317,7 +326,14 @@ def solve(
     def one_path(y0_i, ts_i, key_i):
         if brownian == "grid":
             grid = step_grid(t0, t1, num_steps, ts_i)
-            path = GridBrownianPath(grid, bshape, key_i, dtype=y0.dtype)
+            # The reversible adjoint regenerates increments from the key: no stored path.
+            path = GridBrownianPath(
+                grid,
+                bshape,
+                key_i,
+                dtype=y0.dtype,
+                presample=not isinstance(adjoint, ReversibleAdjoint),
+            )
             terms = sde.terms(path, calculus)
             if isinstance(adjoint, ReversibleAdjoint):
                 save_index = jnp.searchsorted(grid, ts_i, side="left")
@@ -401,7 +417,11 @@ def _solve_as_one_state(
     docs/benchmarks.md). The noise is the same as path by path: one key per path."""
     grid = step_grid(t0, t1, num_steps, ts)
     path = GridBrownianPath(
-        grid, sde.brownian_shape(y0.shape[1:]), keys, dtype=y0.dtype
+        grid,
+        sde.brownian_shape(y0.shape[1:]),
+        keys,
+        dtype=y0.dtype,
+        presample=not isinstance(adjoint, ReversibleAdjoint),
     )
     terms = dfx.MultiTerm(
         dfx.ODETerm(_BatchedDrift(sde.drift_in(calculus))),
@@ -409,7 +429,7 @@ def _solve_as_one_state(
     )
     steps = grid.shape[0] - 1
     if isinstance(adjoint, ReversibleAdjoint):
-        save_index = jnp.searchsorted(grid, ts, side="left")
+        save_index = jnp.searchsorted(jnp.asarray(grid), jnp.asarray(ts), side="left")
         ys = reversible_heun_solve(terms, grid, y0, args, save_index)
         stats = _fixed_step_stats(steps)
         result = dfx.RESULTS.successful

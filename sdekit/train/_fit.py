@@ -1,0 +1,508 @@
+"""The training loop shared by every model family."""
+
+import functools as ft
+import json
+import operator
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.tree_util as jtu
+import numpy as np
+import optax
+from jaxtyping import Array, PRNGKeyArray, PyTree
+
+from ._checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
+from ._progress import epoch_bar, postfix
+from ._sharding import (
+    check_batch_size,
+    constrain_replicated,
+    make_mesh,
+    num_devices,
+    replicate,
+    replicated,
+    shard_batch,
+)
+
+
+LossFn = Callable[[PyTree, PyTree, PRNGKeyArray], tuple[Array, dict[str, Array]]]
+EvalFn = Callable[[PyTree, PyTree, PRNGKeyArray], dict[str, Any]]
+
+
+class FitResult(eqx.Module):
+    """What [`sdekit.train.fit`][] returns.
+
+    **Fields:**
+
+    - `model`: the best model by the monitored validation metric when `valid_data` was
+        given (best-model restore), otherwise the model after the last epoch.
+    - `history`: one dict per epoch run, oldest first, with keys `epoch` (0-based),
+        `train` (mean loss and metrics over the epoch's steps), `valid` (validation
+        metrics, or `None` without `valid_data`) and `seconds` (wall time of the
+        epoch's training and validation).
+    - `best_epoch`: the 0-based epoch of `model` when a best was tracked, so that
+        `history[best_epoch]` is its entry; `None` otherwise.
+    - `best_metric`: the monitored metric at `best_epoch`, or `None`.
+    - `stopped_early`: whether early stopping ended training before `epochs`.
+    - `epochs_run`: the number of epochs completed, counting those of a resumed run.
+    """
+
+    model: PyTree
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    best_metric: float | None
+    stopped_early: bool
+    epochs_run: int
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(
+            f"`{name}` must be an integer >= {minimum}, got {value!r}."
+        ) from None
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}.")
+    return value
+
+
+def _check_data(data: PyTree, name: str) -> tuple[PyTree, int]:
+    """Check that `data` is a non-empty PyTree of arrays sharing their leading axis.
+
+    **Returns:**
+
+    `data` with non-array leaves converted to NumPy, and the number of examples.
+    """
+    data = jtu.tree_map(
+        lambda x: x if isinstance(x, (jax.Array, np.ndarray)) else np.asarray(x), data
+    )
+    leaves = jtu.tree_leaves_with_path(data)
+    if len(leaves) == 0:
+        raise ValueError(
+            f"`{name}` contains no arrays. Pass a PyTree of arrays whose leading axis "
+            "indexes examples, e.g. `(x, y)` with `x.shape[0] == y.shape[0]`."
+        )
+    for path, x in leaves:
+        if x.ndim == 0:
+            raise ValueError(
+                f"`{name}{jtu.keystr(path)}` is a scalar, but every leaf of `{name}` "
+                "needs a leading axis indexing examples."
+            )
+    sizes = {x.shape[0] for _, x in leaves}
+    if len(sizes) > 1:
+        shapes = ", ".join(f"{name}{jtu.keystr(p)}: {x.shape}" for p, x in leaves)
+        raise ValueError(
+            f"The leaves of `{name}` must all have the same leading (example) axis "
+            f"length, but their shapes are {shapes}. Give every array one row per "
+            "example."
+        )
+    (size,) = sizes
+    if size == 0:
+        raise ValueError(f"`{name}` is empty: its arrays have 0 examples.")
+    return data, size
+
+
+def _strong(tree: PyTree) -> PyTree:
+    # A weakly typed leaf (e.g. from `jnp.asarray(1.0)`) comes back strongly typed from
+    # the first step, which would retrace the step on the second; fix the type upfront.
+    return jtu.tree_map(
+        lambda x: (
+            jnp.asarray(x, dtype=x.dtype)
+            if isinstance(x, jax.Array) and x.weak_type
+            else x
+        ),
+        tree,
+    )
+
+
+def _place(tree: PyTree, mesh) -> PyTree:
+    return replicate(_strong(tree), mesh)
+
+
+def _loss_and_metrics(
+    loss_fn: LossFn, model: PyTree, batch: PyTree, key: PRNGKeyArray
+) -> tuple[Array, dict[str, Array]]:
+    """Call `loss_fn` and check its output at trace time."""
+    out = loss_fn(model, batch, key)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ValueError(
+            "`loss_fn` must return a pair `(loss, metrics)`: a scalar loss and a dict "
+            "of scalar metrics. Return `(loss, {})` when there are no metrics."
+        )
+    loss, metrics = out
+    if jnp.shape(loss) != ():
+        raise ValueError(
+            f"`loss_fn` must return a scalar loss, but it has shape {jnp.shape(loss)}. "
+            "Reduce it over the batch, e.g. with `jnp.mean`."
+        )
+    if not isinstance(metrics, dict):
+        raise ValueError(
+            "The second output of `loss_fn` must be a dict of scalar metrics, got "
+            f"{type(metrics).__name__}. Return `(loss, {{}})` when there are none."
+        )
+    if "loss" in metrics:
+        raise ValueError(
+            "`loss_fn`'s metrics dict has the key 'loss', which is reserved for the "
+            "loss itself. Rename that metric."
+        )
+    for name, value in metrics.items():
+        if jnp.shape(value) != ():
+            raise ValueError(
+                f"Metric {name!r} returned by `loss_fn` must be a scalar, but has "
+                f"shape {jnp.shape(value)}."
+            )
+    return loss, metrics
+
+
+def _host_mean(
+    outputs: list[dict[str, Any]], weights: Sequence[float] | None = None
+) -> dict[str, float]:
+    """Weighted mean of a list of metric dicts, as Python floats.
+
+    One `device_get` for the whole list: the only host synchronisation of an epoch.
+    """
+    host = jax.device_get(outputs)
+    w = np.ones(len(host)) if weights is None else np.asarray(weights, np.float64)
+    return {
+        name: float(
+            sum(wi * np.float64(out[name]) for wi, out in zip(w, host)) / w.sum()
+        )
+        for name in host[0]
+    }
+
+
+def _to_floats(metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        raise ValueError(
+            f"`eval_fn` must return a dict of scalar metrics, got "
+            f"{type(metrics).__name__}."
+        )
+    out = {}
+    for name, value in jax.device_get(metrics).items():
+        if np.shape(value) != ():
+            raise ValueError(
+                f"Metric {name!r} returned by `eval_fn` must be a scalar, but has "
+                f"shape {np.shape(value)}."
+            )
+        out[name] = float(value)
+    return out
+
+
+def _default_evaluator(loss_fn: LossFn, batch_size: int, mesh) -> EvalFn:
+    """Mean of `loss_fn`'s loss and metrics over a data set, in batches.
+
+    Batch results are weighted by batch size, so a loss that is a mean over examples
+    gives exactly its mean over the whole data set.
+    """
+
+    @eqx.filter_jit
+    def eval_step(model, batch, key, index):
+        loss, metrics = _loss_and_metrics(loss_fn, model, batch, jr.fold_in(key, index))
+        return {"loss": loss, **metrics}
+
+    def evaluate(model, data, key):
+        (size,) = {x.shape[0] for x in jtu.tree_leaves(data)}
+        outputs, weights = [], []
+        for index, start in enumerate(range(0, size, batch_size)):
+            batch = jtu.tree_map(lambda x: x[start : start + batch_size], data)
+            count = min(batch_size, size - start)
+            # A trailing partial batch need not split evenly over the devices, so it is
+            # replicated instead; it costs one extra compilation, never a wrong mean.
+            if count % num_devices(mesh) == 0:
+                batch = shard_batch(batch, mesh)
+            else:
+                batch = jax.device_put(batch, replicated(mesh))
+            outputs.append(eval_step(model, batch, key, np.uint32(index)))
+            weights.append(count)
+        return _host_mean(outputs, weights)
+
+    return evaluate
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+    if np.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best if mode == "min" else value > best
+
+
+def fit(
+    model: PyTree,
+    loss_fn: LossFn,
+    train_data: PyTree,
+    *,
+    key: PRNGKeyArray,
+    optimizer: optax.GradientTransformation | None = None,
+    epochs: int = 100,
+    batch_size: int = 128,
+    valid_data: PyTree | None = None,
+    eval_fn: EvalFn | None = None,
+    monitor: str = "loss",
+    mode: Literal["min", "max"] = "min",
+    patience: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    config: dict[str, Any] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    devices: Sequence[jax.Device] | None = None,
+    checkpoint_every: int = 1,
+) -> FitResult:
+    """Train `model` by minibatch gradient descent on `loss_fn`.
+
+    Each epoch draws a permutation of the training examples from a key folded from
+    `key` and the epoch number (`jr.fold_in`), and takes one optimiser step per
+    minibatch. When there is
+    more than one minibatch, the last partial one is dropped, so every step has the
+    same shape and the step compiles once; the dropped examples differ from epoch to
+    epoch. With fewer than `batch_size` examples, each epoch is one step on all of
+    them. The key of every step depends only on `(key, epoch, step)`, so a resumed run
+    takes exactly the steps of an uninterrupted one.
+
+    The step (`eqx.filter_value_and_grad`, the optax update, `eqx.apply_updates`) is a
+    single `eqx.filter_jit` function. It runs data-parallel over `devices`: each
+    minibatch is split along its leading axis over a one-dimensional mesh with axis
+    `"batch"`, the model and optimiser state are replicated, and XLA partitions the
+    step. Trainable leaves are `eqx.is_inexact_array`; other leaves are left alone.
+
+    After each epoch with `valid_data`, the model is evaluated in inference mode
+    (`eqx.nn.inference_mode`), the best model by `monitor` is kept, and training stops
+    once `patience` epochs pass without improvement (a NaN never improves).
+
+    **Arguments:**
+
+    - `model`: the model, any PyTree (usually an `eqx.Module`).
+    - `loss_fn`: pure function `loss_fn(model, batch, key) -> (loss, metrics)` with a
+        scalar `loss` and a dict of scalar `metrics` (the name `"loss"` is reserved).
+        `batch` has the PyTree structure of `train_data`.
+    - `train_data`: PyTree of arrays whose leading axes all index the examples.
+    - `key`: a JAX PRNG key, the only source of randomness. Resume with the same key.
+    - `optimizer`: an `optax.GradientTransformation` (learning-rate schedules live
+        inside it). Defaults to `optax.adamw(1e-3)`.
+    - `epochs`: the number of passes over `train_data`.
+    - `batch_size`: examples per step; must be divisible by the number of devices.
+    - `valid_data`: optional validation data, structured like `train_data`.
+    - `eval_fn`: optional `eval_fn(model, valid_data, key) -> metrics`, called with
+        the model in inference mode and the same key every epoch. Defaults to the mean
+        of `loss_fn`'s loss and metrics over `valid_data`, in batches of `batch_size`.
+    - `monitor`: the validation metric that picks the best model.
+    - `mode`: `"min"` or `"max"`: whether a smaller or larger `monitor` is better.
+    - `patience`: stop after this many epochs without improvement. `None` (default)
+        never stops early. Requires `valid_data`.
+    - `checkpoint_dir`: if given, a checkpoint directory written atomically every
+        `checkpoint_every` epochs and after the last (see
+        [`sdekit.train.save_checkpoint`][]).
+    - `config`: JSON-serialisable configuration stored as `config.json`. A resumed run
+        must pass the same config (or `None`).
+    - `resume`: if `True` and `checkpoint_dir` holds a checkpoint, continue from it
+        (model, optimiser state, epoch, best model, history, early-stopping counter);
+        the result equals that of an uninterrupted run. A finished run is returned as
+        it is. If `False`, start afresh and overwrite the checkpoint.
+    - `progress`: show a tqdm bar over epochs (hidden anyway when not on a terminal).
+    - `devices`: the devices to train on. Defaults to `jax.local_devices()`.
+    - `checkpoint_every`: save a checkpoint every this many epochs.
+
+    **Returns:**
+
+    A [`sdekit.train.FitResult`][] with the best (or final) model and the history.
+    """
+    # Check everything we can before any work.
+    epochs = _check_int(epochs, "epochs", 1)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
+    if mode not in ("min", "max"):
+        raise ValueError(
+            f"`mode` must be 'min' or 'max', got {mode!r}: 'min' when a smaller "
+            f"`monitor` ({monitor!r}) is better, 'max' when a larger one is."
+        )
+    if patience is not None:
+        patience = _check_int(patience, "patience", 1)
+    if valid_data is None and patience is not None:
+        raise ValueError(
+            "`patience` needs `valid_data`: early stopping watches a validation metric."
+        )
+    if valid_data is None and eval_fn is not None:
+        raise ValueError("`eval_fn` was given without `valid_data` to evaluate it on.")
+    train_data, num_train = _check_data(train_data, "train_data")
+    if valid_data is not None:
+        valid_data, _ = _check_data(valid_data, "valid_data")
+    if config is not None:
+        # Round trip through JSON now, so a bad config fails before training, and
+        # compares equal to the one read back on resume.
+        try:
+            config = json.loads(json.dumps(config))
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"`config` must be JSON-serialisable, but serialising it failed: {e}."
+            ) from e
+
+    if num_train > batch_size:
+        steps_per_epoch, step_size = num_train // batch_size, batch_size
+    else:
+        steps_per_epoch, step_size = 1, num_train
+    mesh = make_mesh(devices)
+    check_batch_size(step_size, mesh)
+    if optimizer is None:
+        optimizer = optax.adamw(1e-3)
+
+    model = _place(model, mesh)
+    if len(jtu.tree_leaves(eqx.filter(model, eqx.is_inexact_array))) == 0:
+        raise ValueError(
+            "`model` has no trainable leaves (floating-point arrays), so there is "
+            "nothing to fit."
+        )
+    opt_state = _place(optimizer.init(eqx.filter(model, eqx.is_inexact_array)), mesh)
+    train_key, valid_key = jr.split(key)
+    run = {
+        "key": np.asarray(jr.key_data(key)).tolist(),
+        "batch_size": batch_size,
+        "num_train": num_train,
+    }
+
+    start_epoch, history = 0, []
+    best_model, best_epoch, best_metric = None, None, None
+    since_improvement, stopped_early = 0, False
+    if checkpoint_dir is not None and resume and find_checkpoint(checkpoint_dir):
+        loaded = read_checkpoint(
+            checkpoint_dir, like_model=model, like_opt_state=opt_state
+        )
+        state = loaded["state"]
+        for name, value in run.items():
+            if state.get("run", {}).get(name, value) != value:
+                raise ValueError(
+                    f"The checkpoint in {checkpoint_dir} was written by a run with a "
+                    f"different `{name}` ({state['run'][name]} vs {value} now), so "
+                    "resuming would not continue that run. Pass the original value, "
+                    "or `resume=False` to start afresh."
+                )
+        if config is not None and loaded["config"] != config:
+            raise ValueError(
+                f"The checkpoint in {checkpoint_dir} was written with a different "
+                f"`config` ({loaded['config']} vs {config} now). Pass the original "
+                "config, another `checkpoint_dir`, or `resume=False` to start afresh."
+            )
+        if state["epochs_completed"] > epochs:
+            raise ValueError(
+                f"The checkpoint in {checkpoint_dir} has already run "
+                f"{state['epochs_completed']} epochs, more than `epochs={epochs}`. "
+                "Ask for at least as many epochs, or pass `resume=False`."
+            )
+        model = _place(loaded["model"], mesh)
+        opt_state = _place(loaded["opt_state"], mesh)
+        if loaded["best_model"] is not None:
+            best_model = _place(loaded["best_model"], mesh)
+        start_epoch, history = state["epochs_completed"], state["history"]
+        best_epoch, best_metric = state["best_epoch"], state["best_metric"]
+        since_improvement = state["epochs_since_improvement"]
+        stopped_early = state["stopped_early"]
+
+    compute = ft.partial(_loss_and_metrics, loss_fn)
+
+    # No buffer donation: the best model kept for early stopping may still hold the
+    # arrays that a later step would otherwise overwrite.
+    @eqx.filter_jit
+    def train_step(model, opt_state, batch, epoch_key, step):
+        step_key = jr.fold_in(epoch_key, step)
+        (loss, metrics), grads = eqx.filter_value_and_grad(compute, has_aux=True)(
+            model, batch, step_key
+        )
+        params = eqx.filter(model, eqx.is_inexact_array)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        model = eqx.apply_updates(model, updates)
+        model, opt_state = constrain_replicated((model, opt_state), mesh)
+        return model, opt_state, {"loss": loss, **metrics}
+
+    if eval_fn is None:
+        evaluate = _default_evaluator(loss_fn, batch_size, mesh)
+    else:
+        evaluate = lambda m, d, k: _to_floats(eval_fn(m, d, k))  # noqa: E731
+
+    bar = epoch_bar(epochs, start_epoch, progress)
+    try:
+        for epoch in range(start_epoch, epochs):
+            if stopped_early:
+                break
+            start = time.perf_counter()
+            perm_key, epoch_key = jr.split(jr.fold_in(train_key, epoch))
+            perm = np.asarray(jr.permutation(perm_key, num_train))
+            outputs = []
+            for step in range(steps_per_epoch):
+                index = perm[step * step_size : (step + 1) * step_size]
+                batch = shard_batch(jtu.tree_map(lambda x: x[index], train_data), mesh)
+                model, opt_state, out = train_step(
+                    model, opt_state, batch, epoch_key, np.uint32(step)
+                )
+                outputs.append(out)
+            train_metrics = _host_mean(outputs)
+
+            valid_metrics = None
+            if valid_data is not None:
+                # The same key every epoch: only the model changes between two
+                # evaluations, so their difference is not sampling noise.
+                valid_metrics = evaluate(
+                    eqx.nn.inference_mode(model), valid_data, valid_key
+                )
+                if monitor not in valid_metrics:
+                    raise ValueError(
+                        f"`monitor={monitor!r}` is not among the validation metrics "
+                        f"{sorted(valid_metrics)}. Pass one of those, or add it to the "
+                        "metrics dict of `loss_fn` (or to the output of `eval_fn`)."
+                    )
+                value = valid_metrics[monitor]
+                if _improved(value, best_metric, mode):
+                    best_model, best_epoch, best_metric = model, epoch, value
+                    since_improvement = 0
+                else:
+                    since_improvement += 1
+                    stopped_early = (
+                        patience is not None and since_improvement >= patience
+                    )
+
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train": train_metrics,
+                    "valid": valid_metrics,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            bar.set_postfix(postfix(train_metrics, valid_metrics), refresh=False)
+            bar.update(1)
+
+            done = stopped_early or epoch + 1 == epochs
+            if checkpoint_dir is not None and (
+                done or (epoch + 1) % checkpoint_every == 0
+            ):
+                save_checkpoint(
+                    checkpoint_dir,
+                    model=model,
+                    opt_state=opt_state,
+                    best_model=best_model,
+                    config=config,
+                    state={
+                        "epochs_completed": epoch + 1,
+                        "best_epoch": best_epoch,
+                        "best_metric": best_metric,
+                        "epochs_since_improvement": since_improvement,
+                        "stopped_early": stopped_early,
+                        "history": history,
+                        "run": run,
+                    },
+                )
+    finally:
+        bar.close()
+
+    return FitResult(
+        model=model if best_model is None else best_model,
+        history=history,
+        best_epoch=best_epoch,
+        best_metric=best_metric,
+        stopped_early=stopped_early,
+        epochs_run=len(history),
+    )

@@ -1,0 +1,23 @@
+import jax
+import jax.random as jr
+import pytest
+
+
+# Strict JAX, as diffrax's own tests: silent rank promotion hides shape bugs.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def getkey():
+    """A fresh key per call, deterministic per test."""
+    keys = iter(jr.split(jr.key(5678), 1000))
+    return lambda: next(keys)
+
+
+@pytest.fixture
+def x64():
+    """Run one test in float64 and restore the default afterwards."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)

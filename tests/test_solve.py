@@ -1,0 +1,318 @@
+"""Strong orders, moments against closed forms, batching, gradients and bad input."""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from helpers import mean_tolerance, strong_order, variance_tolerance
+
+import sdekit
+
+
+MU, SIGMA = 0.5, 0.8
+THETA, OU_SIGMA = 1.5, 0.7
+
+
+def gbm(calculus="ito", noise="scalar"):
+    return sdekit.SDE(
+        lambda t, y, a: MU * y,
+        lambda t, y, a: SIGMA * y,
+        noise=noise,
+        calculus=calculus,
+    )
+
+
+def gbm_exact(calculus):
+    drift = MU - 0.5 * SIGMA**2 if calculus == "ito" else MU
+
+    def exact(path):
+        w = path.evaluate(0.0, 1.0)
+        return jnp.ones(1) * jnp.exp(drift + SIGMA * w)
+
+    return exact
+
+
+def ou():
+    return sdekit.SDE(
+        lambda t, y, a: -THETA * y,
+        lambda t, y, a: OU_SIGMA * jnp.ones_like(y),
+        noise="diagonal",
+        additive=True,
+    )
+
+
+def ou_exact(path):
+    # y(1) = e^{-θ}(y0 + σ ∫ e^{θs} dW) and, by parts, ∫ e^{θs} dW = e^{θ} W(1) - θ ∫ W e^{θs} ds;
+    # the ds-integral by the trapezoid rule on the fine grid (error far below the coarse ones).
+    w = path.values[:, 0]
+    s = path.ts
+    f = w * jnp.exp(THETA * s)
+    integral = jnp.sum(0.5 * (f[1:] + f[:-1]) * jnp.diff(s))
+    stoch = jnp.exp(THETA) * w[-1] - THETA * integral
+    return jnp.exp(-THETA) * (1.0 + OU_SIGMA * stoch) * jnp.ones(1)
+
+
+@pytest.mark.parametrize(
+    "name, sde, solver, exact, order",
+    [
+        ("euler-gbm", gbm(), dfx.Euler(), gbm_exact("ito"), 0.5),
+        ("euler-ou-additive", ou(), dfx.Euler(), ou_exact, 1.0),
+        (
+            "milstein-gbm",
+            gbm(noise="diagonal"),
+            dfx.ItoMilstein(),
+            gbm_exact("ito"),
+            1.0,
+        ),
+        (
+            "heun-gbm-stratonovich",
+            gbm("stratonovich"),
+            dfx.Heun(),
+            gbm_exact("stratonovich"),
+            1.0,
+        ),
+        # An Itô SDE solved by a Stratonovich solver: the drift is converted.
+        ("heun-gbm-ito-converted", gbm("ito"), dfx.Heun(), gbm_exact("ito"), 1.0),
+        ("heun-ou-additive", ou(), dfx.Heun(), ou_exact, 1.0),
+    ],
+)
+def test_strong_order(x64, getkey, name, sde, solver, exact, order):
+    slope, errors = strong_order(sde, solver, jnp.ones(1), exact, getkey())
+    assert errors[-1] < errors[0]
+    assert abs(slope - order) < 0.25, (name, slope, errors)
+
+
+def test_ou_moments(getkey):
+    # dy = -θ y dt + σ dW from y0 = 1: mean e^{-θt}, variance σ²(1 - e^{-2θt}) / (2θ).
+    n = 20_000
+    ts = np.array([0.25, 0.5, 1.0, 2.0])
+    sol = sdekit.solve(ou(), jnp.ones((n, 1)), ts, key=getkey(), dt0=0.005, t0=0.0)
+    y = np.asarray(sol.ys[:, :, 0])
+    mean = np.exp(-THETA * ts)
+    var = OU_SIGMA**2 * (1 - np.exp(-2 * THETA * ts)) / (2 * THETA)
+    # Euler's bias on the variance is O(dt): 1 - (1 - θ dt)^2 vs 1 - e^{-2θ dt}; well inside the band.
+    np.testing.assert_array_less(
+        np.abs(y.mean(0) - mean), [mean_tolerance(np.sqrt(v), n) for v in var]
+    )
+    np.testing.assert_array_less(
+        np.abs(y.var(0) - var), [variance_tolerance(v, n) + 0.01 * v for v in var]
+    )
+
+
+def test_gbm_moments(getkey):
+    # Itô GBM: E y = e^{μt}, Var y = e^{2μt}(e^{σ²t} - 1).
+    n = 40_000
+    ts = np.array([0.5, 1.0])
+    sol = sdekit.solve(gbm(), jnp.ones((n, 1)), ts, key=getkey(), dt0=0.002, t0=0.0)
+    y = np.asarray(sol.ys[:, :, 0])
+    mean = np.exp(MU * ts)
+    var = np.exp(2 * MU * ts) * (np.exp(SIGMA**2 * ts) - 1)
+    tol = [mean_tolerance(np.sqrt(v), n) + 0.005 * m for v, m in zip(var, mean)]
+    np.testing.assert_array_less(np.abs(y.mean(0) - mean), tol)
+    # log y is Gaussian: mean (μ - σ²/2) t, variance σ² t (exact in law, no kurtosis issue).
+    logy = np.log(y)
+    np.testing.assert_array_less(
+        np.abs(logy.mean(0) - (MU - SIGMA**2 / 2) * ts),
+        [mean_tolerance(SIGMA * np.sqrt(t), n) + 0.01 for t in ts],
+    )
+    np.testing.assert_array_less(
+        np.abs(logy.var(0) - SIGMA**2 * ts),
+        [variance_tolerance(SIGMA**2 * t, n) + 0.01 for t in ts],
+    )
+
+
+def test_adaptive_virtual_brownian_moments(getkey):
+    # The adaptive path (VirtualBrownianTree + PID) reaches the same OU law.
+    n = 2000
+    sol = sdekit.solve(
+        ou(),
+        jnp.ones((n, 1)),
+        np.array([1.0]),
+        key=getkey(),
+        dt0=0.02,
+        t0=0.0,
+        brownian="virtual",
+        solver=dfx.Heun(),
+        stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
+    )
+    y = np.asarray(sol.ys[:, 0, 0])
+    var = OU_SIGMA**2 * (1 - np.exp(-2 * THETA)) / (2 * THETA)
+    assert abs(y.mean() - np.exp(-THETA)) < mean_tolerance(np.sqrt(var), n)
+    assert abs(y.var() - var) < variance_tolerance(var, n) + 0.02 * var
+
+
+def test_saves_land_on_observation_times(getkey):
+    # With the diffusion switched off the solve is the exact Euler ODE solve on the grid;
+    # y' = 1 is integrated exactly, so every save equals its own time.
+    sde = sdekit.SDE(
+        lambda t, y, a: jnp.ones_like(y), lambda t, y, a: jnp.zeros_like(y)
+    )
+    ts = [np.array([0.0, 0.013, 0.5, 0.77]), np.array([0.1, 0.9]), np.array([0.33])]
+    sol = sdekit.solve(
+        sde, jnp.zeros((3, 1)), ts, key=getkey(), dt0=0.1, t0=0.0, t1=1.0
+    )
+    assert sol.ys.shape == (3, 4, 1)
+    np.testing.assert_array_equal(sol.mask, [[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    for i, t in enumerate(ts):
+        np.testing.assert_allclose(sol.ys[i, : len(t), 0], t, atol=1e-6)
+    # Uniform steps plus one step per save time.
+    assert int(sol.stats["num_steps"][0]) == 10 + 4
+
+
+def test_shared_and_per_path_times_agree(getkey):
+    # The batch-as-one-state fast path and the vmap path draw the same noise per key.
+    sde = gbm(noise="diagonal")
+    ts = np.array([0.2, 0.6, 1.0])
+    key = getkey()
+    shared = sdekit.solve(sde, jnp.ones((5, 1)), ts, key=key, dt0=0.05, t0=0.0)
+    per_path = sdekit.solve(
+        sde, jnp.ones((5, 1)), np.tile(ts, (5, 1)), key=key, dt0=0.05, t0=0.0
+    )
+    np.testing.assert_allclose(shared.ys, per_path.ys, rtol=1e-5)
+
+
+@pytest.mark.parametrize("noise", ["diagonal", "scalar", "general"])
+def test_noise_structures(getkey, noise):
+    # Three components driven by the noise structure under test; the variance of y(1)
+    # for dy = g dW with constant g is (g g^T) diag.
+    n = 20_000
+    if noise == "general":
+        G = jnp.array([[1.0, 0.0], [0.5, 0.5], [0.0, 2.0]])
+        sde = sdekit.SDE(
+            lambda t, y, a: jnp.zeros_like(y),
+            lambda t, y, a: G,
+            noise="general",
+            noise_dim=2,
+            additive=True,
+        )
+        var = np.diag(np.asarray(G @ G.T))
+    else:
+        g = jnp.array([1.0, 0.5, 2.0])
+        sde = sdekit.SDE(
+            lambda t, y, a: jnp.zeros_like(y),
+            lambda t, y, a: g,
+            noise=noise,
+            additive=True,
+        )
+        var = np.asarray(g**2)
+    sol = sdekit.solve(
+        sde, jnp.zeros((n, 3)), np.array([1.0]), key=getkey(), dt0=0.1, t0=0.0
+    )
+    y = np.asarray(sol.ys[:, 0])
+    np.testing.assert_array_less(
+        np.abs(y.var(0) - var), [variance_tolerance(v, n) for v in var]
+    )
+    corr = np.corrcoef(y.T)[0, 2]
+    if noise == "scalar":
+        assert corr > 0.999  # one shared Brownian motion
+    else:
+        assert abs(corr) < 4.5 / np.sqrt(n)
+
+
+def test_jit_and_vmap(getkey):
+    sde = gbm(noise="diagonal")
+
+    def final_mean(y0, key):
+        sol = sdekit.solve(
+            sde, y0, np.array([0.5, 1.0]), key=key, dt0=0.1, t0=0.0, t1=1.0
+        )
+        return sol.ys[:, -1].mean()
+
+    y0 = jnp.ones((4, 1))
+    key = getkey()
+    eager = final_mean(y0, key)
+    jitted = jax.jit(final_mean)(y0, key)
+    np.testing.assert_allclose(eager, jitted, rtol=1e-6)
+    mapped = jax.vmap(final_mean, in_axes=(0, None))(jnp.stack([y0, 2 * y0]), key)
+    # GBM is linear in y0 for a fixed path.
+    np.testing.assert_allclose(mapped, [eager, 2 * eager], rtol=1e-5)
+    # Traced save times work when t0 and t1 are given.
+    traced = jax.jit(
+        lambda ts: (
+            sdekit.solve(sde, y0, ts, key=key, dt0=0.1, t0=0.0, t1=1.0).ys[:, -1].mean()
+        )
+    )(jnp.array([0.5, 1.0]))
+    np.testing.assert_allclose(traced, eager, rtol=1e-6)
+
+
+def test_gradient_matches_finite_differences(x64, getkey):
+    # d/dθ of E[y(1)^2] on fixed noise, for a neural drift parameter and the diffusion scale.
+    key = getkey()
+    mlp = eqx.nn.MLP(2, 2, 8, 1, activation=jnp.tanh, key=getkey())
+
+    def loss(params):
+        net, scale = params
+        sde = sdekit.SDE(
+            lambda t, y, a: net(y), lambda t, y, a: scale * jnp.tanh(y) + 0.1
+        )
+        sol = sdekit.solve(
+            sde, jnp.ones((8, 2)), np.array([0.5, 1.0]), key=key, dt0=0.05, t0=0.0
+        )
+        return jnp.mean(sol.ys**2)
+
+    params = (mlp, jnp.asarray(0.7))
+    grads = eqx.filter_grad(loss)(params)
+    flat, unravel = jax.flatten_util.ravel_pytree(
+        eqx.filter(params, eqx.is_inexact_array)
+    )
+    gflat, _ = jax.flatten_util.ravel_pytree(eqx.filter(grads, eqx.is_inexact_array))
+    static = eqx.filter(params, eqx.is_inexact_array, inverse=True)
+    direction = jr.normal(getkey(), flat.shape)
+    eps = 1e-6
+    f = lambda x: loss(eqx.combine(unravel(x), static))  # noqa: E731
+    fd = (f(flat + eps * direction) - f(flat - eps * direction)) / (2 * eps)
+    np.testing.assert_allclose(jnp.vdot(gflat, direction), fd, rtol=1e-6)
+
+
+def _ok_sde():
+    return gbm(noise="diagonal")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(ts=np.array([0.0, 0.5, 0.4])), "strictly increasing"),
+        (dict(ts=np.array([0.0, 0.5, 0.5])), "strictly increasing"),
+        (dict(ts=np.array([0.0, np.nan, 1.0])), "NaN"),
+        (dict(y0=jnp.array([[1.0], [jnp.nan]])), "NaN"),
+        (dict(dt0=0.0), "dt0"),
+        (dict(dt0=-0.1), "dt0"),
+        (dict(y0=jnp.ones(2)), "batched"),
+        (dict(ts=np.array([0.0, 2.0]), t1=1.0), "after t1"),
+        (
+            dict(sde=sdekit.SDE(lambda t, y, a: jnp.ones(3), lambda t, y, a: y)),
+            "drift must return",
+        ),
+        (
+            dict(sde=sdekit.SDE(lambda t, y, a: y, lambda t, y, a: jnp.ones(3))),
+            "diffusion must return",
+        ),
+        (dict(solver=dfx.SEA()), "additive"),
+        (
+            dict(stepsize_controller=dfx.PIDController(rtol=1e-3, atol=1e-3)),
+            "brownian='virtual'",
+        ),
+        (
+            dict(adjoint=sdekit.ReversibleAdjoint(), solver=dfx.ItoMilstein()),
+            "ReversibleHeun",
+        ),
+    ],
+)
+def test_bad_input_raises_clear_error(getkey, kwargs, match):
+    call = dict(sde=_ok_sde(), y0=jnp.ones((2, 1)), ts=np.array([0.0, 1.0]), dt0=0.1)
+    call.update(kwargs)
+    sde, y0, ts = call.pop("sde"), call.pop("y0"), call.pop("ts")
+    with pytest.raises(ValueError, match=match):
+        sdekit.solve(sde, y0, ts, key=getkey(), **call)
+
+
+def test_bad_sde_definitions():
+    with pytest.raises(ValueError, match="noise"):
+        sdekit.SDE(lambda t, y, a: y, lambda t, y, a: y, noise="colored")
+    with pytest.raises(ValueError, match="noise_dim"):
+        sdekit.SDE(lambda t, y, a: y, lambda t, y, a: y, noise="general")
+    with pytest.raises(ValueError, match="calculus"):
+        sdekit.SDE(lambda t, y, a: y, lambda t, y, a: y, calculus="ito-ish")

@@ -1,0 +1,527 @@
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.tree_util as jtu
+import numpy as np
+import optax
+import pytest
+from _train_script import LinearModel, mse_loss, shift_problem
+
+from sdekit.train import fit, load_checkpoint, load_model, save_checkpoint
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = pathlib.Path(__file__).with_name("_train_script.py")
+
+
+def _run_script(*args: str, xla_flags: str | None = None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in [env.get("PYTHONPATH"), str(ROOT)] if p
+    )
+    # Host devices only: the two-device test fakes its devices on the CPU platform.
+    env["JAX_PLATFORMS"] = "cpu"
+    env.pop("XLA_FLAGS", None)
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _assert_trees_equal(a, b):
+    a, b = eqx.filter(a, eqx.is_array), eqx.filter(b, eqx.is_array)
+    assert jtu.tree_structure(a) == jtu.tree_structure(b)
+    for x, y in zip(jtu.tree_leaves(a), jtu.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _mlp(width: int, seed: int = 0):
+    return eqx.nn.MLP(3, 2, width, 2, key=jr.key(seed))
+
+
+#
+# Numerics of training
+#
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_linear_regression_recovers_least_squares(seed):
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(seed)
+        num, dim = 512, 3
+        x = rng.normal(size=(num, dim))
+        y = x @ rng.normal(size=dim) + 0.3 + 0.1 * rng.normal(size=num)
+
+        def loss_fn(model, batch, key):
+            xb, yb = batch
+            return jnp.mean((jax.vmap(model)(xb)[:, 0] - yb) ** 2), {}
+
+        epochs, batch_size = 60, 64
+        # A schedule decaying to zero averages out the minibatch noise, so the iterate
+        # converges to the least-squares solution itself, not to a ball around it.
+        schedule = optax.cosine_decay_schedule(0.05, epochs * (num // batch_size))
+        result = fit(
+            eqx.nn.Linear(dim, 1, key=jr.key(seed)),
+            loss_fn,
+            (x, y),
+            key=jr.key(seed),
+            optimizer=optax.adam(schedule),
+            epochs=epochs,
+            batch_size=batch_size,
+            progress=False,
+        )
+        design = np.concatenate([x, np.ones((num, 1))], axis=1)
+        expected = np.linalg.lstsq(design, y, rcond=None)[0]
+        got = np.concatenate([result.model.weight[0], result.model.bias])
+        np.testing.assert_allclose(got, expected, atol=1e-3)
+        assert result.epochs_run == epochs and len(result.history) == epochs
+        assert result.best_epoch is None and not result.stopped_early
+        # Reported training loss is the mean over each epoch's steps; at the end it is
+        # close to the least-squares residual.
+        final_mse = np.mean((design @ expected - y) ** 2)
+        np.testing.assert_allclose(
+            result.history[-1]["train"]["loss"], final_mse, rtol=0.1
+        )
+
+
+class DropoutLinear(eqx.Module):
+    dropout: eqx.nn.Dropout
+    linear: LinearModel
+
+    def __call__(self, x, key):
+        return self.linear(self.dropout(x, key=key))
+
+
+def test_default_eval_is_mean_in_inference_mode():
+    with jax.enable_x64(True):
+        linear, train, valid = shift_problem(2, np.float64, num_valid=100)
+        model = DropoutLinear(eqx.nn.Dropout(0.5), linear)
+
+        def loss_fn(model, batch, key):
+            x, y = batch
+            keys = jr.split(key, x.shape[0])
+            residual = jax.vmap(model)(x, keys) - y
+            return jnp.mean(residual**2), {"mae": jnp.mean(jnp.abs(residual))}
+
+        result = fit(
+            model,
+            loss_fn,
+            train,
+            key=jr.key(0),
+            optimizer=optax.sgd(0.015),
+            epochs=3,
+            # 100 validation examples in batches of 32, 32, 32 and 4.
+            batch_size=32,
+            valid_data=valid,
+            progress=False,
+        )
+        # The returned (best) model's validation metrics, computed by hand without
+        # dropout: they match only if evaluation ran in inference mode and weighted
+        # the uneven batches correctly.
+        residual = valid[0] @ np.asarray(result.model.linear.weight) + float(
+            result.model.linear.bias
+        )
+        residual = residual - valid[1]
+        recorded = result.history[result.best_epoch]["valid"]
+        np.testing.assert_allclose(recorded["loss"], np.mean(residual**2), rtol=1e-12)
+        np.testing.assert_allclose(
+            recorded["mae"], np.mean(np.abs(residual)), rtol=1e-12
+        )
+        assert result.best_metric == recorded["loss"]
+        # Training itself used dropout: the model is still in training mode.
+        assert result.model.dropout.inference is False
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_early_stopping_restores_best_model(seed):
+    model, train, valid = shift_problem(seed)
+    patience = 3
+    kwargs = dict(
+        key=jr.key(seed), optimizer=optax.sgd(0.015), batch_size=16, progress=False
+    )
+    result = fit(
+        model,
+        mse_loss,
+        train,
+        epochs=50,
+        valid_data=valid,
+        patience=patience,
+        **kwargs,
+    )
+    valid_loss = np.array([h["valid"]["loss"] for h in result.history])
+    best = result.best_epoch
+    assert result.stopped_early
+    assert best == int(np.argmin(valid_loss)) and best > 0
+    assert result.best_metric == valid_loss[best]
+    # Stopped exactly `patience` epochs after the last improvement.
+    assert result.epochs_run == len(result.history) == best + 1 + patience
+    assert np.all(valid_loss[best + 1 :] > valid_loss[best])
+    assert [h["epoch"] for h in result.history] == list(range(result.epochs_run))
+
+    # The returned model is the one after epoch `best`, not the last one: training
+    # again for exactly `best + 1` epochs (no validation) reproduces it.
+    at_best = fit(model, mse_loss, train, epochs=best + 1, **kwargs)
+    _assert_trees_equal(result.model, at_best.model)
+    at_end = fit(model, mse_loss, train, epochs=result.epochs_run, **kwargs)
+    assert not np.allclose(at_end.model.weight, result.model.weight)
+
+
+def test_custom_eval_fn_and_max_mode():
+    model, train, valid = shift_problem(3)
+    kwargs = dict(
+        key=jr.key(3),
+        optimizer=optax.sgd(0.015),
+        epochs=50,
+        batch_size=16,
+        valid_data=valid,
+        patience=3,
+        progress=False,
+    )
+    by_loss = fit(model, mse_loss, train, **kwargs)
+
+    def eval_fn(model, data, key):
+        x, y = data
+        return {"neg_mse": -jnp.mean((jax.vmap(model)(x) - y) ** 2)}
+
+    by_neg = fit(
+        model, mse_loss, train, eval_fn=eval_fn, monitor="neg_mse", mode="max", **kwargs
+    )
+    assert by_neg.best_epoch == by_loss.best_epoch
+    np.testing.assert_allclose(by_neg.best_metric, -by_loss.best_metric, rtol=1e-6)
+    _assert_trees_equal(by_neg.model, by_loss.model)
+
+
+def test_step_compiles_once():
+    traces = []
+
+    def loss_fn(model, batch, key):
+        traces.append(jtu.tree_leaves(batch)[0].shape)
+        return mse_loss(model, batch, key)
+
+    model, train, _ = shift_problem(0)
+    # 64 examples in batches of 20: three steps an epoch, the partial fourth dropped.
+    result = fit(model, loss_fn, train, key=jr.key(0), epochs=4, batch_size=20)
+    assert traces == [(20, 4)]
+    assert len(result.history) == 4 and np.all(result.model.weight != 0)
+
+    traces.clear()
+    _, _, valid = shift_problem(0, num_valid=48)
+    fit(model, loss_fn, train, key=jr.key(0), epochs=4, batch_size=20, valid_data=valid)
+    # One training step; evaluation of 48 examples in batches of 20 has two shapes.
+    assert sorted(traces) == [(8, 4), (20, 4), (20, 4)]
+
+
+#
+# Checkpoints
+#
+
+
+def _opt_state(model):
+    optimizer = optax.adam(1e-3)
+    params = eqx.filter(model, eqx.is_inexact_array)
+    state = optimizer.init(params)
+    # One update, so that a freshly initialised state would not pass for it.
+    grads = jtu.tree_map(jnp.ones_like, params)
+    return optimizer.update(grads, state, params)[1]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    directory = tmp_path / "ckpt"
+    model, best = _mlp(8, seed=0), _mlp(8, seed=1)
+    opt_state = _opt_state(model)
+    state = {"epochs_completed": 3, "history": [{"loss": 0.5}], "best_epoch": 1}
+    config = {"width": 8, "name": "mlp", "lr": [1e-3, 1e-4]}
+    save_checkpoint(
+        directory,
+        model=model,
+        opt_state=opt_state,
+        state=state,
+        config=config,
+        best_model=best,
+    )
+    assert sorted(os.listdir(directory)) == [
+        "best_model.eqx",
+        "config.json",
+        "model.eqx",
+        "opt_state.eqx",
+        "state.json",
+    ]
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+    assert json.loads((directory / "config.json").read_text()) == config
+
+    like_model = _mlp(8, seed=2)
+    like_opt_state = optax.adam(1e-3).init(eqx.filter(like_model, eqx.is_inexact_array))
+    loaded = load_checkpoint(
+        directory, like_model=like_model, like_opt_state=like_opt_state
+    )
+    _assert_trees_equal(loaded[0], model)
+    _assert_trees_equal(loaded[1], opt_state)
+    assert loaded[2] == state and loaded[3] == config
+    _assert_trees_equal(load_model(directory, like_model), best)
+    _assert_trees_equal(load_model(directory, like_model, best=False), model)
+    # A shape-only `like` is enough.
+    _assert_trees_equal(load_model(directory, eqx.filter_eval_shape(_mlp, 8)), best)
+
+
+def test_checkpoint_mismatch_errors(tmp_path):
+    directory = tmp_path / "ckpt"
+    model = _mlp(8)
+    save_checkpoint(directory, model=model, opt_state=_opt_state(model), state={})
+    with pytest.raises(ValueError, match=r"layers\[0\]\.weight") as info:
+        load_model(directory, _mlp(9))
+    assert "(8, 3)" in str(info.value) and "(9, 3)" in str(info.value)
+    with pytest.raises(FileNotFoundError, match="No complete checkpoint"):
+        load_model(tmp_path / "elsewhere", model)
+
+
+def _save(directory, model, epoch):
+    save_checkpoint(
+        directory,
+        model=model,
+        opt_state=_opt_state(model),
+        state={"epochs_completed": epoch},
+        config={"epoch": epoch},
+    )
+
+
+def _load(directory):
+    like = _mlp(8, seed=9)
+    return load_checkpoint(directory, like_model=like, like_opt_state=_opt_state(like))
+
+
+def test_checkpoint_crash_before_swap_keeps_previous(tmp_path, monkeypatch):
+    directory = tmp_path / "ckpt"
+    previous, new = _mlp(8, seed=0), _mlp(8, seed=1)
+    _save(directory, previous, 1)
+
+    def crash(src, dst):
+        raise OSError("simulated crash")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        _save(directory, new, 2)
+    monkeypatch.undo()
+    # The new checkpoint was written in full beside the previous one, which still loads.
+    assert (tmp_path / "ckpt.tmp" / "state.json").is_file()
+    model, opt_state, state, config = _load(directory)
+    _assert_trees_equal(model, previous)
+    _assert_trees_equal(opt_state, _opt_state(previous))
+    assert state == {"epochs_completed": 1} and config == {"epoch": 1}
+
+    # The next save clears the leftovers and lands.
+    _save(directory, new, 3)
+    model, _, state, _ = _load(directory)
+    _assert_trees_equal(model, new)
+    assert state == {"epochs_completed": 3}
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+
+
+def test_checkpoint_crash_between_renames_recovers(tmp_path, monkeypatch):
+    directory = tmp_path / "ckpt"
+    previous, new = _mlp(8, seed=0), _mlp(8, seed=1)
+    _save(directory, previous, 1)
+    real_replace, calls = os.replace, []
+
+    def second_call_crashes(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise OSError("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_call_crashes)
+    with pytest.raises(OSError, match="simulated crash"):
+        _save(directory, new, 2)
+    monkeypatch.undo()
+    assert not directory.exists()
+    # The complete new copy in `.tmp` is preferred to the previous one in `.old`...
+    model, _, state, _ = _load(directory)
+    _assert_trees_equal(model, new)
+    assert state == {"epochs_completed": 2}
+    # ... but one without its final `state.json` is incomplete and skipped.
+    (tmp_path / "ckpt.tmp" / "state.json").unlink()
+    model, _, state, _ = _load(directory)
+    _assert_trees_equal(model, previous)
+    assert state == {"epochs_completed": 1}
+
+
+def test_fit_resume_in_process(tmp_path):
+    model, train, valid = shift_problem(1)
+    kwargs = dict(
+        key=jr.key(1),
+        optimizer=optax.sgd(0.015),
+        epochs=3,
+        batch_size=16,
+        valid_data=valid,
+        progress=False,
+        checkpoint_dir=tmp_path / "run",
+        config={"lr": 0.015},
+    )
+    first = fit(model, mse_loss, train, **kwargs)
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == {"lr": 0.015}
+
+    # Resuming a finished run returns it without doing any work.
+    calls = []
+
+    def counting_loss(model, batch, key):
+        calls.append(None)
+        return mse_loss(model, batch, key)
+
+    again = fit(model, counting_loss, train, **kwargs)
+    assert calls == []
+    _assert_trees_equal(again.model, first.model)
+    assert again.history == first.history and again.best_epoch == first.best_epoch
+
+    # Asking for more epochs continues the run, as if it had never stopped.
+    longer = fit(model, mse_loss, train, **{**kwargs, "epochs": 6})
+    straight = fit(model, mse_loss, train, **{**kwargs, "epochs": 6, "resume": False})
+    _assert_trees_equal(longer.model, straight.model)
+    assert longer.epochs_run == 6 and longer.best_epoch == straight.best_epoch
+
+    with pytest.raises(ValueError, match="different `config`"):
+        fit(model, mse_loss, train, **{**kwargs, "config": {"lr": 0.1}})
+    with pytest.raises(ValueError, match="different `key`"):
+        fit(model, mse_loss, train, **{**kwargs, "key": jr.key(2), "epochs": 7})
+    with pytest.raises(ValueError, match="already run 6 epochs"):
+        fit(model, mse_loss, train, **kwargs)
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    ckpt, kill_after = tmp_path / "run", 8
+    killed = _run_script(
+        "resume",
+        "--ckpt",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "killed.json"),
+        "--kill-after",
+        str(kill_after),
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (tmp_path / "killed.json").exists()
+    saved = json.loads((ckpt / "state.json").read_text())["state"]
+    assert saved["epochs_completed"] == kill_after
+
+    out = tmp_path / "resumed.json"
+    resumed = _run_script(
+        "resume", "--ckpt", str(ckpt), "--out", str(out), "--reference"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    data = json.loads(out.read_text())
+    res, ref = data["resumed"], data["reference"]
+    # The run must carry across the kill what a resume has to restore: a best model
+    # from before it and an early-stopping counter that is running.
+    assert ref["stopped_early"] and ref["best_epoch"] < kill_after - 1
+    assert ref["epochs_run"] > kill_after
+    # The resumed process ran only the remaining epochs...
+    assert data["epochs_saved_here"] == list(
+        range(kill_after + 1, ref["epochs_run"] + 1)
+    )
+    # ... and ended bit for bit where the uninterrupted run did.
+    for a, b in zip(res["params"], ref["params"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for name in ["best_epoch", "best_metric", "stopped_early", "epochs_run"]:
+        assert res[name] == ref[name], name
+    assert res["history_train"] == ref["history_train"]
+    assert res["history_valid"] == ref["history_valid"]
+
+
+#
+# Data parallelism
+#
+
+
+def test_sharded_equals_single_device(tmp_path):
+    out = tmp_path / "sharded.json"
+    proc = _run_script(
+        "sharded",
+        "--out",
+        str(out),
+        xla_flags="--xla_force_host_platform_device_count=2",
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    two, one = data["two"], data["one"]
+    # Each minibatch of 16 was split 8 + 8 over the two devices, along its batch axis.
+    assert two["placed"] and all(
+        p
+        == {"num_devices": 2, "split_on_batch_axis": True, "shard_shapes": [[8, 3]] * 2}
+        for p in two["placed"]
+    )
+    assert all(p["num_devices"] == 1 for p in one["placed"])
+    assert two["param_devices"] == 2 and two["param_replicated"]
+    # Same steps, same result; only the order of the float64 reductions differs.
+    assert two["best_epoch"] == one["best_epoch"]
+    for a, b in zip(two["params"], one["params"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert np.linalg.norm(two["params"][0]) > 0.5  # it did train
+    assert "not divisible by the number of devices (2)" in data["indivisible_error"]
+
+
+#
+# Bad input
+#
+
+
+def _bad_inputs():
+    _, train, valid = shift_problem(0)
+    x, y = train
+    return [
+        ({"train_data": (x[:0], y[:0])}, "is empty"),
+        ({"train_data": (x, y[:-1])}, "same leading"),
+        ({"train_data": ()}, "contains no arrays"),
+        ({"valid_data": (valid[0], valid[1][:-1])}, "`valid_data` must all"),
+        ({"batch_size": 0}, "`batch_size` must be an integer >= 1"),
+        ({"epochs": 0}, "`epochs` must be an integer >= 1"),
+        ({"mode": "median"}, "`mode` must be 'min' or 'max'"),
+        ({"patience": 2, "valid_data": None}, "`patience` needs `valid_data`"),
+        ({"patience": 0}, "`patience` must be an integer >= 1"),
+        ({"config": {"x": object()}}, "`config` must be JSON-serialisable"),
+        ({"devices": []}, "`devices` is empty"),
+    ]
+
+
+@pytest.mark.parametrize("overrides, message", _bad_inputs())
+def test_bad_input_fails_before_any_work(overrides, message):
+    model, train, valid = shift_problem(0)
+    calls = []
+
+    def loss_fn(model, batch, key):
+        calls.append(None)
+        return mse_loss(model, batch, key)
+
+    kwargs = dict(train_data=train, valid_data=valid, epochs=2, batch_size=16)
+    kwargs.update(overrides)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        fit(model, loss_fn, key=jr.key(0), progress=False, **kwargs)
+    assert calls == []
+
+
+def test_bad_monitor_and_loss_fn():
+    model, train, valid = shift_problem(0)
+    with pytest.raises(
+        ValueError, match=r"not among the validation metrics \['loss', 'mae'\]"
+    ):
+        fit(
+            model,
+            mse_loss,
+            train,
+            key=jr.key(0),
+            valid_data=valid,
+            monitor="accuracy",
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="must return a pair"):
+        fit(model, lambda m, b, k: mse_loss(m, b, k)[0], train, key=jr.key(0))
