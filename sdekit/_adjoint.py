@@ -160,4 +160,5 @@ def reversible_heun_solve(
 ) -> Float[Array, "n *state"]:
     """Solve one path with reversible Heun on `grid`, returning the states at the
     grid indices `save_index`, differentiable in $O(1)$ memory."""
+    grid, save_index = jnp.asarray(grid), jnp.asarray(save_index)
     return _reversible_heun((terms, y0, args), dfx.ReversibleHeun(), grid, save_index)

@@ -276,12 +276,12 @@ def solve(
     )
     mask = jnp.asarray(mask)
 
-    if solver is None:
+    reversible = isinstance(adjoint, ReversibleAdjoint)
+    if solver is None and reversible:
+        solver = dfx.ReversibleHeun()
+    elif solver is None:
         solver = dfx.Heun() if sde.calculus == "stratonovich" else dfx.Euler()
-    if isinstance(adjoint, ReversibleAdjoint):
-        if not isinstance(solver, dfx.ReversibleHeun):
-            if isinstance(solver, (dfx.Euler, dfx.Heun)) and solver is not None:
-                solver = dfx.ReversibleHeun()
+    if reversible:
         if not isinstance(solver, dfx.ReversibleHeun):
             raise ValueError(
                 "`ReversibleAdjoint` runs the reversible Heun method; pass "

@@ -316,3 +316,21 @@ def test_bad_sde_definitions():
         sdekit.SDE(lambda t, y, a: y, lambda t, y, a: y, noise="general")
     with pytest.raises(ValueError, match="calculus"):
         sdekit.SDE(lambda t, y, a: y, lambda t, y, a: y, calculus="ito-ish")
+
+
+def test_reversible_adjoint_solution_law(getkey):
+    # The reversible-Heun forward solve (noise regenerated from the key) has the GBM law:
+    # log y(1) ~ N(μ - σ²/2, σ²) for the Itô SDE, converted to Stratonovich internally.
+    n = 20_000
+    sol = sdekit.solve(
+        gbm(noise="diagonal"),
+        jnp.ones((n, 1)),
+        np.array([1.0]),
+        key=getkey(),
+        dt0=0.01,
+        t0=0.0,
+        adjoint=sdekit.ReversibleAdjoint(),
+    )
+    logy = np.log(np.asarray(sol.ys[:, 0, 0]))
+    assert abs(logy.mean() - (MU - SIGMA**2 / 2)) < mean_tolerance(SIGMA, n) + 0.01
+    assert abs(logy.var() - SIGMA**2) < variance_tolerance(SIGMA**2, n) + 0.01
