@@ -18,6 +18,7 @@ class ReversibleAdjoint(eqx.Module):
     recovered exactly,
 
     $$\hat y_n = 2 y_{n+1} - \hat y_{n+1} - f(\hat y_{n+1})\Delta t - g(\hat y_{n+1})\Delta W,$$
+
     $$y_n = y_{n+1} - \tfrac12\big(f(\hat y_n) + f(\hat y_{n+1})\big)\Delta t
         - \tfrac12\big(g(\hat y_n) + g(\hat y_{n+1})\big)\Delta W.$$
 

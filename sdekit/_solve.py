@@ -25,6 +25,8 @@ from ._sde import SDE
 _ITO_SOLVERS = (dfx.Euler, dfx.ItoMilstein)
 # Stochastic Runge-Kutta methods that are only correct for additive noise.
 _ADDITIVE_ONLY = (dfx.SEA, dfx.SRA1, dfx.ShARK)
+# Solvers that differentiate the diffusion (Milstein's correction term).
+_NEEDS_JACOBIAN = (dfx.ItoMilstein, dfx.StratonovichMilstein)
 
 
 class SDESolution(eqx.Module):
@@ -302,14 +304,56 @@ def solve(
             "The grid Brownian path needs fixed steps on its grid; for adaptive steps "
             "use `brownian='virtual'`."
         )
-    calculus = solver_calculus(solver)
     num_steps = num_uniform_steps(float(t0), float(t1), float(dt0))
-    bshape = sde.brownian_shape(y0.shape[1:])
     keys = _per_path_keys(key, batch)
-    if brownian == "grid" and shared_times:
-        shared = ts_host[0] if ts_host is not None else ts[0]
+    # Milstein needs the diffusion's Jacobian: over a batch held as one state that is
+    # a (batch * d)^2 matrix, so those solvers always go path by path.
+    one_state = (
+        brownian == "grid" and shared_times and not isinstance(solver, _NEEDS_JACOBIAN)
+    )
+    grid = None
+    if one_state:
+        # Built on the host when the times are concrete: a constant, no run-time merge.
+        grid = step_grid(
+            t0, t1, num_steps, ts_host[0] if ts_host is not None else ts[0]
+        )
+    options = _Options(
+        solver=solver,
+        adjoint=adjoint,
+        brownian=brownian,
+        stepsize_controller=stepsize_controller,
+        t0=float(t0),
+        t1=float(t1),
+        dt0=float(dt0),
+        num_steps=num_steps,
+        max_steps=max_steps,
+    )
+    return _solve(sde, y0, ts, mask, keys, grid, args, options)
+
+
+class _Options(eqx.Module):
+    """Everything `_solve` compiles against (static under `filter_jit`)."""
+
+    solver: dfx.AbstractSolver
+    adjoint: Any
+    brownian: str
+    stepsize_controller: Any
+    t0: float
+    t1: float
+    dt0: float
+    num_steps: int
+    max_steps: int | None
+
+
+@eqx.filter_jit
+def _solve(sde, y0, ts, mask, keys, grid, args, options: _Options) -> SDESolution:
+    # One compiled program even when `solve` is called eagerly: op-by-op dispatch of
+    # the set-up would otherwise compile dozens of small programs on the first call.
+    batch = y0.shape[0]
+    calculus = solver_calculus(options.solver)
+    if grid is not None:
         ys, stats, result = _solve_as_one_state(
-            sde, calculus, solver, adjoint, y0, shared, keys, t0, t1, num_steps, args
+            sde, calculus, y0, ts[0], keys, grid, args, options
         )
 
         def broadcast(x):
@@ -324,56 +368,53 @@ def solve(
         )
 
     def one_path(y0_i, ts_i, key_i):
-        if brownian == "grid":
-            grid = step_grid(t0, t1, num_steps, ts_i)
-            # The reversible adjoint regenerates increments from the key: no stored path.
-            path = GridBrownianPath(
-                grid,
-                bshape,
-                key_i,
-                dtype=y0.dtype,
-                presample=not isinstance(adjoint, ReversibleAdjoint),
-            )
-            terms = sde.terms(path, calculus)
-            if isinstance(adjoint, ReversibleAdjoint):
-                save_index = jnp.searchsorted(grid, ts_i, side="left")
-                ys = reversible_heun_solve(terms, grid, y0_i, args, save_index)
-                return ys, _fixed_step_stats(grid.shape[0] - 1), dfx.RESULTS.successful
-            controller = dfx.StepTo(ts=grid)
-            steps = grid.shape[0] - 1
-            dt = None
-            # Keeping every step is what a hand-written scan does: no recomputation.
-            default_adjoint = dfx.RecursiveCheckpointAdjoint(checkpoints=steps)
-        else:
-            path = dfx.VirtualBrownianTree(
-                t0,
-                t1,
-                tol=dt0 / 2,
-                shape=jax.ShapeDtypeStruct(bshape, y0.dtype),
-                key=key_i,
-            )
-            terms = sde.terms(path, calculus)
-            controller = stepsize_controller or dfx.ConstantStepSize()
-            steps = max_steps or 16 * num_steps
-            dt = dt0
-            default_adjoint = dfx.RecursiveCheckpointAdjoint()
-        sol = dfx.diffeqsolve(
-            terms,
-            solver,
-            t0,
-            t1,
-            dt,
-            y0_i,
-            args=args,
-            saveat=dfx.SaveAt(ts=ts_i),
-            stepsize_controller=controller,
-            adjoint=adjoint or default_adjoint,
-            max_steps=steps,
-        )
-        return sol.ys, sol.stats, sol.result
+        return _solve_one_path(sde, calculus, y0_i, ts_i, key_i, args, options)
 
     ys, stats, result = jax.vmap(one_path)(y0, ts, keys)
     return SDESolution(ts=ts, ys=ys, mask=mask, stats=stats, result=result)
+
+
+def _solve_one_path(sde, calculus, y0, ts, key, args, o: _Options):
+    bshape = sde.brownian_shape(y0.shape)
+    reversible = isinstance(o.adjoint, ReversibleAdjoint)
+    if o.brownian == "grid":
+        grid = step_grid(o.t0, o.t1, o.num_steps, ts)
+        # The reversible adjoint regenerates increments from the key: no stored path.
+        path = GridBrownianPath(
+            grid, bshape, key, dtype=y0.dtype, presample=not reversible
+        )
+        terms = sde.terms(path, calculus)
+        if reversible:
+            save_index = jnp.searchsorted(grid, ts, side="left")
+            ys = reversible_heun_solve(terms, grid, y0, args, save_index)
+            return ys, _fixed_step_stats(grid.shape[0] - 1), dfx.RESULTS.successful
+        controller = dfx.StepTo(ts=grid)
+        steps = grid.shape[0] - 1
+        dt = None
+        # Keeping every step is what a hand-written scan does: no recomputation.
+        default_adjoint = dfx.RecursiveCheckpointAdjoint(checkpoints=steps)
+    else:
+        shape = jax.ShapeDtypeStruct(bshape, y0.dtype)
+        path = dfx.VirtualBrownianTree(o.t0, o.t1, tol=o.dt0 / 2, shape=shape, key=key)
+        terms = sde.terms(path, calculus)
+        controller = o.stepsize_controller or dfx.ConstantStepSize()
+        steps = o.max_steps or 16 * o.num_steps
+        dt = o.dt0
+        default_adjoint = dfx.RecursiveCheckpointAdjoint()
+    sol = dfx.diffeqsolve(
+        terms,
+        o.solver,
+        o.t0,
+        o.t1,
+        dt,
+        y0,
+        args=args,
+        saveat=dfx.SaveAt(ts=ts),
+        stepsize_controller=controller,
+        adjoint=o.adjoint or default_adjoint,
+        max_steps=steps,
+    )
+    return sol.ys, sol.stats, sol.result
 
 
 class _BatchedDrift(eqx.Module):
@@ -408,43 +449,41 @@ class _BatchedDiffusion(eqx.Module):
         return lx.FunctionLinearOperator(mv, structure)
 
 
-def _solve_as_one_state(
-    sde, calculus, solver, adjoint, y0, ts, keys, t0, t1, num_steps, args
-):
+def _solve_as_one_state(sde, calculus, y0, ts, keys, grid, args, o: _Options):
     """All paths share their save times, so they share one step grid: integrate the
     batch as a single state. One time loop instead of `vmap` over per-path loops,
     whose batched control flow costs about half again as much per step (measured:
     docs/benchmarks.md). The noise is the same as path by path: one key per path."""
-    grid = step_grid(t0, t1, num_steps, ts)
+    reversible = isinstance(o.adjoint, ReversibleAdjoint)
     path = GridBrownianPath(
         grid,
         sde.brownian_shape(y0.shape[1:]),
         keys,
         dtype=y0.dtype,
-        presample=not isinstance(adjoint, ReversibleAdjoint),
+        presample=not reversible,
     )
     terms = dfx.MultiTerm(
         dfx.ODETerm(_BatchedDrift(sde.drift_in(calculus))),
         dfx.ControlTerm(_BatchedDiffusion(sde), path),
     )
     steps = grid.shape[0] - 1
-    if isinstance(adjoint, ReversibleAdjoint):
-        save_index = jnp.searchsorted(jnp.asarray(grid), jnp.asarray(ts), side="left")
+    if reversible:
+        save_index = jnp.searchsorted(grid, ts, side="left")
         ys = reversible_heun_solve(terms, grid, y0, args, save_index)
         stats = _fixed_step_stats(steps)
         result = dfx.RESULTS.successful
     else:
         sol = dfx.diffeqsolve(
             terms,
-            solver,
-            t0,
-            t1,
+            o.solver,
+            o.t0,
+            o.t1,
             None,
             y0,
             args=args,
             saveat=dfx.SaveAt(ts=ts),
             stepsize_controller=dfx.StepTo(ts=grid),
-            adjoint=adjoint or dfx.RecursiveCheckpointAdjoint(checkpoints=steps),
+            adjoint=o.adjoint or dfx.RecursiveCheckpointAdjoint(checkpoints=steps),
             max_steps=steps,
         )
         ys, stats, result = sol.ys, sol.stats, sol.result
