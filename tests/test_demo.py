@@ -43,3 +43,15 @@ def test_crps_prefers_the_truth():
 def test_demo_rejects_tiny_data():
     with pytest.raises(ValueError, match="num_paths"):
         ou_demo(num_paths=2, progress=False)
+
+
+def test_demo_command_line(capsys):
+    import json
+
+    from sdekit.cli import main
+
+    assert main(["demo", "--paths", "64", "--epochs", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out["fitted"]) == {"theta", "mu", "sigma"} and out["epochs"] == 3
+    assert main(["demo", "--paths", "2"]) == 1
+    assert "num_paths" in capsys.readouterr().err
