@@ -1,0 +1,28 @@
+"""Time-series data for sdekit's models: aeon's bundled classification and regression
+sets, statsmodels' co2 record, users' NPZ/CSV files; seeded missingness, validation
+splits, NaN-aware normalisation and the Hermite cubic control path."""
+
+from ._aeon import bundled_datasets as bundled_datasets, load_bundled as load_bundled
+from ._co2 import load_co2 as load_co2, load_co2_series as load_co2_series
+from ._dataset import Task as Task, TimeSeriesDataset as TimeSeriesDataset
+from ._files import load_file as load_file
+from ._masks import (
+    check_missing_rate as check_missing_rate,
+    drop_observations as drop_observations,
+    missing_mask as missing_mask,
+    validation_split as validation_split,
+)
+from ._normalise import Normaliser as Normaliser
+from ._paths import (
+    ControlPath as ControlPath,
+    fill_missing as fill_missing,
+    path_channels as path_channels,
+)
+
+
+def load_dataset(name: str) -> tuple[TimeSeriesDataset, TimeSeriesDataset]:
+    """A data set by name: `"co2"` (windows, [`sdekit.data.load_co2`][]) or any of
+    [`sdekit.data.bundled_datasets`][]. **Returns:** `(train, test)`."""
+    if str(name).lower() == "co2":
+        return load_co2()
+    return load_bundled(name)

@@ -1,0 +1,329 @@
+r"""Latent dynamics: the three stable neural SDEs of Oh, Lim & Kim (ICLR 2024,
+arXiv 2402.14989, section 3) and the baselines they are compared with.
+
+Every class here maps a batch of latent states `(batch, hidden)` and the batch's
+[`sdekit.data.ControlPath`][] to a drift and a diagonal diffusion, so that the
+encoder, the solve and the heads around them are shared and the models differ only
+in their dynamics.
+"""
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ..data import ControlPath
+
+
+Latent = Float[Array, "batch hidden"]
+
+
+def _time_features(t) -> Float[Array, "2"]:
+    # The paper's time embedding: (sin t, cos t) of the raw time.
+    return jnp.stack([jnp.sin(t), jnp.cos(t)])
+
+
+def _mlp(in_size, out_size, width, depth, key, final_activation=lambda x: x):
+    return eqx.nn.MLP(
+        in_size,
+        out_size,
+        width,
+        depth,
+        activation=jax.nn.relu,
+        final_activation=final_activation,
+        key=key,
+    )
+
+
+class _Mixer(eqx.Module):
+    r"""$\bar z = W [E_x X(t); E_z z]$: the latent combined with the control path
+    (the official code's concatenate-and-mix). Only the drift sees it."""
+
+    embed_path: eqx.nn.Linear
+    embed_latent: eqx.nn.Linear
+    mix: eqx.nn.Linear
+
+    def __init__(self, path_channels: int, hidden: int, *, key: PRNGKeyArray):
+        k1, k2, k3 = jr.split(key, 3)
+        self.embed_path = eqx.nn.Linear(path_channels, hidden, key=k1)
+        self.embed_latent = eqx.nn.Linear(hidden, hidden, key=k2)
+        self.mix = eqx.nn.Linear(2 * hidden, hidden, key=k3)
+
+    def __call__(self, z, x):
+        return self.mix(jnp.concatenate([self.embed_path(x), self.embed_latent(z)]))
+
+
+class _TimeDiffusion(eqx.Module):
+    r"""$\sigma(t; \theta)$ from $(\sin t, \cos t)$. In the code form it is
+    $\tanh(\mathrm{sigmoid}(\vartheta)\, \mathrm{net}(t))$ with a learned scalar
+    $\vartheta$ initialised at 1, the official code's stabiliser."""
+
+    net: eqx.nn.MLP
+    theta: Float[Array, ""] | None
+    bounded: bool = eqx.field(static=True)
+
+    def __init__(self, hidden, width, depth, bounded, *, key):
+        self.net = _mlp(2, hidden, width, depth, key)
+        self.theta = jnp.asarray(1.0) if bounded else None
+        self.bounded = bounded
+
+    def __call__(self, t) -> Float[Array, " hidden"]:
+        out = self.net(_time_features(t))
+        if self.bounded:
+            assert self.theta is not None
+            return jnp.tanh(jax.nn.sigmoid(self.theta) * out)
+        return out
+
+
+class AbstractDynamics(eqx.Module):
+    """Latent dynamics driven by a control path.
+
+    `drift`, `diffusion` and `initial` work on a whole batch; `state` is what is
+    integrated (the latent itself, or its logarithm for the geometric SDE) and
+    `latent` maps it back.
+    """
+
+    initial_map: eqx.AbstractVar[eqx.nn.Linear]
+    # Whether the diffusion ignores the state (Ito = Stratonovich, Euler order 1).
+    additive: ClassVar[bool]
+    # Whether there is any noise (False for the ODE and CDE baselines).
+    stochastic: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def drift(self, t, state: Latent, path: ControlPath) -> Latent:
+        """The drift of `state`, for a batch."""
+
+    @abc.abstractmethod
+    def diffusion(self, t, state: Latent) -> Latent:
+        """The diagonal diffusion of `state`, for a batch."""
+
+    def initial(self, x0: Float[Array, "batch channels"]) -> Latent:
+        """The initial state from the path's first value: $z_0 = W X(t_0) + b$."""
+        return jax.vmap(self.initial_map)(x0)
+
+    def latent(self, state: Latent) -> Latent:
+        """The latent $z$ from the integrated state."""
+        return state
+
+    def features(self, state: Latent) -> Latent:
+        """What the networks and the head read: the state itself."""
+        return state
+
+
+def _drift_inputs(t, z, path, mixer, with_time):
+    zbar = jax.vmap(mixer)(z, path.evaluate(t))
+    if not with_time:
+        return zbar
+    features = jnp.broadcast_to(_time_features(t), (z.shape[0], 2))
+    return jnp.concatenate([zbar, features], axis=-1)
+
+
+class LSDE(AbstractDynamics):
+    r"""Langevin-type SDE (paper eq. 5):
+    $\mathrm{d}z = \gamma(\bar z; \theta)\,\mathrm{d}t + \sigma(t; \theta)\,\mathrm{d}W$.
+
+    Additive noise: the diffusion depends on time only. `bounded=True` is the
+    official code's form (outer `tanh` on the drift, bounded diffusion).
+    """
+
+    initial_map: eqx.nn.Linear
+    mixer: _Mixer
+    gamma: eqx.nn.MLP
+    sigma: _TimeDiffusion
+    bounded: bool = eqx.field(static=True)
+    additive: ClassVar[bool] = True
+
+    def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
+        k0, k1, k2, k3 = jr.split(key, 4)
+        self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
+        self.mixer = _Mixer(path_channels, hidden, key=k1)
+        self.gamma = _mlp(hidden, hidden, width, depth, k2)
+        self.sigma = _TimeDiffusion(hidden, width, depth, bounded, key=k3)
+        self.bounded = bounded
+
+    def drift(self, t, state, path):
+        out = jax.vmap(self.gamma)(_drift_inputs(t, state, path, self.mixer, False))
+        return jnp.tanh(out) if self.bounded else out
+
+    def diffusion(self, t, state):
+        return jnp.broadcast_to(self.sigma(t), state.shape)
+
+
+class LNSDE(AbstractDynamics):
+    r"""Linear-noise SDE (paper eq. 6):
+    $\mathrm{d}z = \gamma(t, \bar z; \theta)\,\mathrm{d}t + \sigma(t; \theta)\odot z\,\mathrm{d}W$.
+
+    The diffusion is exactly linear in $z$ in both forms; `bounded=True` adds the
+    official code's outer `tanh` on the drift and bounds $\sigma$.
+    """
+
+    initial_map: eqx.nn.Linear
+    mixer: _Mixer
+    gamma: eqx.nn.MLP
+    sigma: _TimeDiffusion
+    bounded: bool = eqx.field(static=True)
+    additive: ClassVar[bool] = False
+
+    def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
+        k0, k1, k2, k3 = jr.split(key, 4)
+        self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
+        self.mixer = _Mixer(path_channels, hidden, key=k1)
+        self.gamma = _mlp(hidden + 2, hidden, width, depth, k2)
+        self.sigma = _TimeDiffusion(hidden, width, depth, bounded, key=k3)
+        self.bounded = bounded
+
+    def drift(self, t, state, path):
+        out = jax.vmap(self.gamma)(_drift_inputs(t, state, path, self.mixer, True))
+        return jnp.tanh(out) if self.bounded else out
+
+    def diffusion(self, t, state):
+        return self.sigma(t)[None, :] * state
+
+
+class GSDE(AbstractDynamics):
+    r"""Geometric SDE (paper eq. 7):
+    $\mathrm{d}z / z = \gamma(t, \bar z; \theta)\,\mathrm{d}t + \sigma(t; \theta)\,\mathrm{d}W$,
+
+    integrated as $u = \log z$ with the Itô correction,
+    $\mathrm{d}u = (\gamma - \sigma^2/2)\,\mathrm{d}t + \sigma\,\mathrm{d}W$, so
+    $z = e^u$ stays positive for any step size (Euler-Maruyama on $z$ itself does
+    not). The state starts at $z_0 = \mathrm{softplus}(W X(t_0) + b) + 10^{-4}$.
+    The networks and the head read $\log z$ (so $\gamma$ is a function of $z$
+    through $\log z$): $z$ ranges over orders of magnitude, and a network fed $z$
+    itself would make the drift grow like $z$ and the solve explode.
+    `bounded=True` is the official code's form: $\tanh$ on $\gamma$, damped by
+    $\tanh(z)$, and a bounded $\sigma$.
+    """
+
+    initial_map: eqx.nn.Linear
+    mixer: _Mixer
+    gamma: eqx.nn.MLP
+    sigma: _TimeDiffusion
+    bounded: bool = eqx.field(static=True)
+    # In log space the diffusion is sigma(t): additive.
+    additive: ClassVar[bool] = True
+
+    def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
+        k0, k1, k2, k3 = jr.split(key, 4)
+        self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
+        self.mixer = _Mixer(path_channels, hidden, key=k1)
+        self.gamma = _mlp(hidden + 2, hidden, width, depth, k2)
+        self.sigma = _TimeDiffusion(hidden, width, depth, bounded, key=k3)
+        self.bounded = bounded
+
+    def initial(self, x0):
+        z0 = jax.nn.softplus(jax.vmap(self.initial_map)(x0)) + 1e-4
+        return jnp.log(z0)
+
+    def latent(self, state):
+        return jnp.exp(state)
+
+    def relative_drift(self, t, state, path):
+        r"""$\gamma(t, \bar z)$, the drift of $\mathrm{d}z / z$, from $\log z$."""
+        out = jax.vmap(self.gamma)(_drift_inputs(t, state, path, self.mixer, True))
+        return jnp.tanh(out) * jnp.tanh(jnp.exp(state)) if self.bounded else out
+
+    def drift(self, t, state, path):
+        sigma = self.sigma(t)
+        return self.relative_drift(t, state, path) - 0.5 * sigma[None, :] ** 2
+
+    def diffusion(self, t, state):
+        return jnp.broadcast_to(self.sigma(t), state.shape)
+
+
+class NeuralSDE(AbstractDynamics):
+    r"""The naive neural SDE baseline:
+    $\mathrm{d}z = \gamma(t, \bar z)\,\mathrm{d}t + \sigma(t, z)\,\mathrm{d}W$ with a
+    free diffusion network (no structure, so no stability guarantee)."""
+
+    initial_map: eqx.nn.Linear
+    mixer: _Mixer
+    gamma: eqx.nn.MLP
+    sigma: eqx.nn.MLP
+    bounded: bool = eqx.field(static=True)
+    additive: ClassVar[bool] = False
+
+    def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
+        k0, k1, k2, k3 = jr.split(key, 4)
+        self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
+        self.mixer = _Mixer(path_channels, hidden, key=k1)
+        self.gamma = _mlp(hidden + 2, hidden, width, depth, k2)
+        self.sigma = _mlp(hidden + 2, hidden, width, depth, k3)
+        self.bounded = bounded
+
+    def drift(self, t, state, path):
+        out = jax.vmap(self.gamma)(_drift_inputs(t, state, path, self.mixer, True))
+        return jnp.tanh(out) if self.bounded else out
+
+    def diffusion(self, t, state):
+        features = jnp.broadcast_to(_time_features(t), (state.shape[0], 2))
+        out = jax.vmap(self.sigma)(jnp.concatenate([state, features], axis=-1))
+        return jnp.tanh(out) if self.bounded else out
+
+
+class NeuralODE(AbstractDynamics):
+    r"""The neural ODE baseline: the drift of [`sdekit.stable.LNSDE`][],
+    $\mathrm{d}z = \gamma(t, \bar z)\,\mathrm{d}t$, with no noise."""
+
+    initial_map: eqx.nn.Linear
+    mixer: _Mixer
+    gamma: eqx.nn.MLP
+    bounded: bool = eqx.field(static=True)
+    additive: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
+        k0, k1, k2 = jr.split(key, 3)
+        self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
+        self.mixer = _Mixer(path_channels, hidden, key=k1)
+        self.gamma = _mlp(hidden + 2, hidden, width, depth, k2)
+        self.bounded = bounded
+
+    def drift(self, t, state, path):
+        out = jax.vmap(self.gamma)(_drift_inputs(t, state, path, self.mixer, True))
+        return jnp.tanh(out) if self.bounded else out
+
+    def diffusion(self, t, state):
+        return jnp.zeros_like(state)
+
+
+class NeuralCDE(AbstractDynamics):
+    r"""The neural CDE baseline (Kidger et al. 2020):
+    $\mathrm{d}z = f(z)\,\mathrm{d}X(t)$ over the Hermite cubic path, i.e. the drift
+    $f(z)\, \dot X(t)$ with $f$ an MLP into $(\text{hidden}, \text{channels})$
+    matrices and a final `tanh`, as in diffrax's and torchcde's examples."""
+
+    initial_map: eqx.nn.Linear
+    field: eqx.nn.MLP
+    path_channels: int = eqx.field(static=True)
+    additive: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
+        k0, k1 = jr.split(key)
+        self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
+        self.field = _mlp(hidden, hidden * path_channels, width, depth, k1, jnp.tanh)
+        self.path_channels = path_channels
+
+    def drift(self, t, state, path):
+        matrices = jax.vmap(self.field)(state).reshape(
+            state.shape[0], state.shape[1], self.path_channels
+        )
+        return jnp.einsum("bhc,bc->bh", matrices, path.derivative(t))
+
+    def diffusion(self, t, state):
+        return jnp.zeros_like(state)
+
+
+MODELS: dict[str, type[AbstractDynamics]] = {
+    "lsde": LSDE,
+    "lnsde": LNSDE,
+    "gsde": GSDE,
+    "neural-ode": NeuralODE,
+    "neural-sde": NeuralSDE,
+    "neural-cde": NeuralCDE,
+}

@@ -1,0 +1,156 @@
+"""The model around the dynamics: initial state from the path, the solve, a head."""
+
+import copy
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._sde import SDE
+from .._solve import solve
+from ..data import ControlPath
+from ._dynamics import AbstractDynamics, MODELS
+
+
+class _Drift(eqx.Module):
+    dynamics: AbstractDynamics
+
+    def __call__(self, t, state, path):
+        return self.dynamics.drift(t, state, path)
+
+
+class _Diffusion(eqx.Module):
+    dynamics: AbstractDynamics
+
+    def __call__(self, t, state, path):
+        return self.dynamics.diffusion(t, state)
+
+
+class LatentModel(eqx.Module):
+    r"""A latent differential equation model of irregular time series.
+
+    The batch's control path $X$ (see [`sdekit.data.ControlPath`][]) sets the initial
+    latent $z_0 = \ell(X(t_0))$ and drives the `dynamics` over $[0, \text{horizon}]$,
+    solved by Euler-Maruyama (Itô) with `num_steps` fixed steps, backpropagating
+    through the solver. A linear `head` reads the latent: at the final time for
+    classification and regression, at every `save_times` for interpolation and
+    forecasting.
+
+    The whole batch is integrated as one state (the series share their knots), so
+    one time loop serves every series, and each series' own observations reach the
+    drift through its path coefficients.
+
+    **Arguments:**
+
+    - `model`: one of `"lsde"`, `"lnsde"`, `"gsde"`, `"neural-ode"`, `"neural-sde"`,
+        `"neural-cde"`.
+    - `input_channels`: channels of the observations.
+    - `output_size`: classes, or outputs of the head.
+    - `hidden`: latent size, also the width of every network.
+    - `depth`: hidden layers of every network.
+    - `save_times`: model times at which the head reads the latent (the last one
+        equals `horizon` for classification and regression).
+    - `horizon`: the length of the latent time interval.
+    - `num_steps`: solver steps over the horizon.
+    - `bounded`: the official code's tanh-bounded form instead of the paper's.
+    - `intensity`: add observation-intensity channels to the control path.
+    - `key`: initialisation key.
+    """
+
+    dynamics: AbstractDynamics
+    head: eqx.nn.Linear
+    save_times: tuple[float, ...] = eqx.field(static=True)
+    horizon: float = eqx.field(static=True)
+    num_steps: int = eqx.field(static=True)
+    intensity: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        model: str,
+        input_channels: int,
+        output_size: int,
+        hidden: int,
+        depth: int,
+        save_times,
+        horizon: float,
+        num_steps: int,
+        bounded: bool = False,
+        intensity: bool = False,
+        *,
+        key: PRNGKeyArray,
+    ):
+        if model not in MODELS:
+            raise ValueError(
+                f"Unknown model {model!r}; choose one of {', '.join(MODELS)}."
+            )
+        k1, k2 = jr.split(key)
+        path_channels = 1 + input_channels * (2 if intensity else 1)
+        self.dynamics = MODELS[model](
+            path_channels, hidden, hidden, depth, bounded, key=k1
+        )
+        self.head = eqx.nn.Linear(hidden, output_size, key=k2)
+        self.save_times = tuple(float(t) for t in save_times)
+        self.horizon = float(horizon)
+        self.num_steps = int(num_steps)
+        self.intensity = bool(intensity)
+
+    def with_save_times(self, save_times) -> "LatentModel":
+        """The same model (same parameters) reading the latent at other times in
+        $[0, \text{horizon}]$, e.g. a fine grid to plot latent paths."""
+        times = tuple(float(t) for t in np.asarray(save_times).reshape(-1))
+        if not times or min(times) < 0 or max(times) > self.horizon:
+            raise ValueError(f"Save times must lie in [0, {self.horizon}].")
+        new = copy.copy(self)
+        # A static field: part of the module's structure, not a leaf for eqx.tree_at.
+        object.__setattr__(new, "save_times", times)
+        return new
+
+    def states(
+        self, knots, values, key: PRNGKeyArray
+    ) -> Float[Array, "batch times hidden"]:
+        """The integrated state at `save_times` for a batch of series (the latent
+        itself, or its logarithm for [`sdekit.stable.GSDE`][]).
+
+        **Arguments:**
+
+        - `knots`: `(batch, length)` observation times in model time (the rows are
+            equal: the batch shares its times).
+        - `values`: `(batch, length, channels)` observations, NaN where missing.
+        - `key`: the Brownian motions' key.
+        """
+        path = ControlPath(knots[0], values, self.intensity)
+        state0 = self.dynamics.initial(path.evaluate(knots[0, 0]))
+        sde = SDE(
+            _Drift(self.dynamics),
+            _Diffusion(self.dynamics),
+            additive=self.dynamics.additive,
+        )
+        # One "path" whose state is the whole batch: the drift sees every series'
+        # control path through `args`.
+        solution = solve(
+            sde,
+            state0[None],
+            np.asarray(self.save_times),
+            key=key,
+            dt0=self.horizon / self.num_steps,
+            t0=0.0,
+            t1=self.horizon,
+            args=path,
+        )
+        return jnp.moveaxis(solution.ys[0], 0, 1)
+
+    def latents(
+        self, knots, values, key: PRNGKeyArray
+    ) -> Float[Array, "batch times hidden"]:
+        """The latent $z$ at `save_times` (arguments as [`sdekit.stable.LatentModel.states`][])."""
+        return self.dynamics.latent(self.states(knots, values, key))
+
+    def __call__(
+        self, knots, values, key: PRNGKeyArray
+    ) -> Float[Array, "batch times out"]:
+        """The head's outputs at `save_times`: `(batch, times, output_size)`."""
+        features = self.dynamics.features(self.states(knots, values, key))
+        return jax.vmap(jax.vmap(self.head))(features)

@@ -1,0 +1,279 @@
+"""sdekit.stable: the models' structure, GSDE positivity, tasks, a small fit and the
+checkpoint round trip."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import sdekit.stable as st
+from sdekit.data import TimeSeriesDataset
+
+
+def _dynamics(cls, getkey, bounded=False, hidden=8):
+    return cls(3, hidden, 16, 2, bounded, key=getkey())
+
+
+def _set_last_layer(mlp, weight, bias):
+    last = mlp.layers[-1]
+    mlp = eqx.tree_at(
+        lambda m: m.layers[-1].weight, mlp, jnp.full_like(last.weight, weight)
+    )
+    return eqx.tree_at(lambda m: m.layers[-1].bias, mlp, jnp.full_like(last.bias, bias))
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_lnsde_diffusion_is_linear_in_the_state(getkey, bounded):
+    model = _dynamics(st.LNSDE, getkey, bounded)
+    z1, z2 = jr.normal(getkey(), (2, 5, 8))
+    a, b = 1.7, -0.4
+    for t in (0.0, 0.3, 7.5):
+        lhs = model.diffusion(t, a * z1 + b * z2)
+        rhs = a * model.diffusion(t, z1) + b * model.diffusion(t, z2)
+        assert np.allclose(lhs, rhs, atol=1e-5)
+        # Linear, not affine: zero state, zero noise.
+        assert np.allclose(model.diffusion(t, jnp.zeros_like(z1)), 0.0)
+    assert not model.additive
+
+
+def test_lsde_diffusion_ignores_the_state(getkey):
+    model = _dynamics(st.LSDE, getkey)
+    z1, z2 = jr.normal(getkey(), (2, 5, 8)) * jnp.array([1.0, 100.0])[:, None, None]
+    assert np.array_equal(model.diffusion(1.3, z1), model.diffusion(1.3, z2))
+    assert not np.allclose(model.diffusion(1.3, z1), model.diffusion(2.9, z1))
+    assert model.additive
+
+
+def test_naive_neural_sde_diffusion_depends_on_the_state(getkey):
+    model = _dynamics(st.NeuralSDE, getkey)
+    z1, z2 = jr.normal(getkey(), (2, 5, 8))
+    assert not np.allclose(model.diffusion(0.5, z1), model.diffusion(0.5, z2))
+
+
+def _model(name, getkey, horizon=10.0, steps=20, save_times=None, hidden=8, channels=1):
+    return st.LatentModel(
+        name,
+        channels,
+        2,
+        hidden,
+        1,
+        [horizon] if save_times is None else save_times,
+        horizon,
+        steps,
+        key=getkey(),
+    )
+
+
+def _inputs(batch, length=6, channels=1, horizon=10.0, seed=0):
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(batch, length, channels)).astype(np.float32)
+    values[rng.random(values.shape) < 0.3] = np.nan
+    knots = np.broadcast_to(
+        np.linspace(0, horizon, length, dtype=np.float32), (batch, length)
+    )
+    return jnp.asarray(knots), jnp.asarray(values)
+
+
+@pytest.mark.parametrize(
+    "bounded, horizon, steps, bias, sigma",
+    [(False, 20.0, 10, 1.0, 1.0), (True, 100.0, 10, 3.0, 0.97)],
+)
+def test_gsde_stays_positive_over_long_horizons(
+    getkey, bounded, horizon, steps, bias, sigma
+):
+    # Steps of 2 and 10 time units with a diffusion near 1. (The paper form's drift
+    # network is unbounded, so over very long horizons its ODE part itself may
+    # explode; the bounded form's cannot.)
+    save = np.linspace(horizon / 10, horizon, 10)
+    model = st.LatentModel(
+        "gsde", 1, 2, 8, 1, save, horizon, steps, bounded, key=getkey()
+    )
+    net = _set_last_layer(model.dynamics.sigma.net, 0.0, bias)
+    model = eqx.tree_at(lambda m: m.dynamics.sigma.net, model, net)
+    assert np.isclose(model.dynamics.sigma(0.3)[0], sigma, atol=0.01)
+    knots, values = _inputs(64, horizon=horizon)
+    z = np.asarray(model.latents(knots, values, getkey()))
+    assert z.shape == (64, 10, 8)
+    assert np.all(z > 0) and np.all(np.isfinite(z))
+    # The same noise with Euler-Maruyama on z itself, z_{k+1} = z_k (1 + sigma dW),
+    # turns negative.
+    dt = horizon / steps
+    dw = np.sqrt(dt) * np.asarray(jr.normal(getkey(), (64 * 8, steps)))
+    assert np.any(np.cumprod(1.0 + sigma * dw, axis=1) < 0)
+
+
+def test_gsde_ito_correction_keeps_the_mean(getkey):
+    # With gamma = 0, dz = sigma z dW is a martingale: E z(T) = z(0). Integrating log z
+    # without the -sigma^2/2 correction would give E z(T) = z(0) exp(sigma^2 T / 2).
+    sigma, horizon = 0.5, 4.0
+    model = _model("gsde", getkey, horizon, 40)
+    dyn = model.dynamics
+    dyn = eqx.tree_at(lambda d: d.gamma, dyn, _set_last_layer(dyn.gamma, 0.0, 0.0))
+    dyn = eqx.tree_at(
+        lambda d: d.sigma.net, dyn, _set_last_layer(dyn.sigma.net, 0.0, sigma)
+    )
+    model = eqx.tree_at(lambda m: m.dynamics, model, dyn)
+    knots, values = _inputs(2000, horizon=horizon)
+    values = jnp.zeros_like(values)
+    z0 = jnp.exp(dyn.initial(jnp.zeros((1, 2))))[0]
+    zt = model.latents(knots, values, getkey())[:, -1]
+    ratio = np.asarray(zt) / np.asarray(z0)[None, :]
+    # 16000 lognormal samples with log-variance sigma^2 T = 1: standard error ~ 0.01.
+    assert abs(ratio.mean() - 1.0) < 0.05
+    assert abs(np.log(ratio).mean() + 0.5 * sigma**2 * horizon) < 0.05
+
+
+@pytest.mark.parametrize("name", list(st.MODELS))
+def test_every_model_runs_jits_and_differentiates(getkey, name):
+    model = _model(name, getkey, steps=8, channels=2)
+    knots, values = _inputs(4, channels=2)
+    loss_fn = st.make_loss("classification", augment=0.2)
+    batch = {"knots": knots, "values": values, "label": jnp.array([0, 1, 0, 1])}
+
+    @eqx.filter_jit
+    def run(model, key1, key2):
+        (loss, aux), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(
+            model, batch, key1
+        )
+        return loss, aux, grads, model(knots, values, key1), model(knots, values, key2)
+
+    loss, aux, grads, out1, out2 = run(model, getkey(), getkey())
+    assert out1.shape == (4, 1, 2)
+    assert np.isfinite(loss) and 0 <= aux["accuracy"] <= 1
+    leaves = jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_inexact_array))
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
+    assert any(np.any(np.asarray(g) != 0) for g in leaves)
+    # Deterministic models ignore the key; stochastic ones do not.
+    assert np.allclose(out1, out2) == (not model.dynamics.stochastic)
+
+
+def test_unknown_model_and_task(getkey):
+    with pytest.raises(ValueError, match="Unknown model 'lstm'"):
+        _model("lstm", getkey)
+    with pytest.raises(ValueError, match="Unknown task"):
+        st.make_loss("segmentation")
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def _waves(n=40, length=30, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, length)
+    phase = rng.uniform(0, 2 * np.pi, (n, 1))
+    values = np.sin(4 * np.pi * t + phase)[..., None] + 0.05 * rng.normal(
+        size=(n, length, 1)
+    )
+    return TimeSeriesDataset(values, t, name="waves")
+
+
+def test_interpolation_holds_out_observed_points():
+    train, test = _waves(), _waves(seed=1)
+    data = st.prepare_data(
+        train, test, task="interpolation", missing=0.3, seed=0, holdout=0.3
+    )
+    for split in (data.train, data.valid, data.test):
+        inputs, mask = ~np.isnan(split["values"]), split["target_mask"] > 0
+        assert not np.any(inputs & mask)  # a held-out point is never an input
+        assert 0.2 < mask.sum() / (mask.sum() + inputs.sum()) < 0.35
+    assert np.allclose(data.save_times, data.train["knots"][0])
+
+
+def test_forecasting_targets_follow_the_window():
+    data = st.prepare_data(
+        _waves(),
+        _waves(seed=1),
+        task="forecasting",
+        missing=0.0,
+        seed=0,
+        input_fraction=0.6,
+    )
+    length = data.train["knots"].shape[1]
+    assert length == 18 and len(data.save_times) == 30
+    mask = data.test["target_mask"]
+    assert not mask[:, :length].any() and mask[:, length:].all()
+
+
+# ---------------------------------------------------------------- a small fit
+
+
+def toy_classification_file(path, n=120, length=24, seed=0):
+    """Two classes by the sign of a trend, with noise and a distractor channel."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    t = np.linspace(0, 1, length)
+    trend = (2 * labels - 1)[:, None] * 1.5 * t[None]
+    values = np.stack(
+        [trend + 0.4 * rng.normal(size=(n, length)), rng.normal(size=(n, length))], -1
+    )
+    split = np.where(np.arange(n) < 80, "train", "test")
+    np.savez(
+        path,
+        values=values,
+        labels=np.array(["down", "up"])[labels],
+        split=split,
+        times=t,
+    )
+    return str(path)
+
+
+SMALL = dict(
+    epochs=30, patience=None, hidden=16, depth=1, steps=12, lr=1e-2, eval_samples=1
+)
+
+
+@pytest.fixture(scope="module")
+def small_fit(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fit")
+    config = st.FitConfig(
+        model="lnsde",
+        dataset=None,
+        data=toy_classification_file(tmp / "toy.npz"),
+        missing=0.5,
+        **SMALL,
+    )
+    return config, st.fit_job(config, tmp / "run", progress=False)
+
+
+def test_small_fit_learns_a_separable_problem(small_fit):
+    _, report = small_fit
+    assert report["task"] == "classification" and report["epochs"] == 30
+    # Chance is 0.5; the trend survives 50% missingness.
+    assert report["test_accuracy"] >= 0.85
+    assert report["valid"]["accuracy"] >= 0.7
+
+
+def test_checkpoint_round_trip_reproduces_the_metrics(small_fit):
+    config, report = small_fit
+    again = st.evaluate_job(report["checkpoint"])
+    assert again["test_accuracy"] == report["test_accuracy"]
+    assert again["test_loss"] == report["test_loss"]
+    # A freshly initialised model does not reproduce them (the weights were loaded).
+    data = st.load_job_data(config)
+    fresh = st.build_model(config, data)
+    fresh_acc = st.metrics(fresh, data.test, jr.key(0), "classification")["accuracy"]
+    assert fresh_acc < report["test_accuracy"]
+
+
+def test_evaluate_rejects_a_non_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        st.evaluate_job(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(model="rnn"), "Unknown model"),
+        (dict(missing=1.0), r"\[0, 1\)"),
+        (dict(missing=-0.2), r"\[0, 1\)"),
+        (dict(task="clustering"), "Unknown task"),
+        (dict(hidden=0), "hidden"),
+        (dict(lr=-1.0), "lr"),
+        (dict(dataset=None), "exactly one"),
+    ],
+)
+def test_bad_configs(change, message):
+    with pytest.raises(ValueError, match=message):
+        st.FitConfig(**change).checked()
