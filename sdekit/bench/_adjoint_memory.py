@@ -268,6 +268,7 @@ def adjoint_memory(
 
     model_key, key = jr.split(jr.key(seed))
     model, y0 = reference_problem(batch, dim, width, key=model_key)
+    load_start = os.getloadavg()
     results: dict[str, list[dict[str, Any]]] = {}
     for adjoint in adjoints:
         rows = []
@@ -323,6 +324,7 @@ def adjoint_memory(
             ),
         }
 
+    load_end = os.getloadavg()
     reversible_growth = growth.get("reversible")
     return {
         "benchmark": "adjoint_memory",
@@ -348,6 +350,8 @@ def adjoint_memory(
         "repeats": repeats,
         "results": results,
         "growth": growth,
+        # Memory figures are exact; timings suffer from other work on the machine.
+        "load_average": {"start": list(load_start), "end": list(load_end)},
         "gradient_check": gradient_check,
         "target": {
             "target": f"reversible peak at {max(steps)} steps <= {TARGET_GROWTH} x peak at "
