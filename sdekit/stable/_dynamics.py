@@ -114,15 +114,42 @@ class AbstractDynamics(eqx.Module):
         return state
 
 
-def _drift_inputs(t, z, path, mixer, with_time):
-    zbar = jax.vmap(mixer)(z, path.evaluate(t))
-    if not with_time:
-        return zbar
-    features = jnp.broadcast_to(_time_features(t), (z.shape[0], 2))
-    return jnp.concatenate([zbar, features], axis=-1)
+def _drift_parts(path_channels, hidden, width, depth, with_time, keys):
+    r"""The initial map, the path mixer and the drift network $\gamma$ (reading
+    $(\bar z, \sin t, \cos t)$ when `with_time`), from three keys."""
+    k0, k1, k2 = keys
+    return (
+        eqx.nn.Linear(path_channels, hidden, key=k0),
+        _Mixer(path_channels, hidden, key=k1),
+        _mlp(hidden + 2 * with_time, hidden, width, depth, k2),
+    )
 
 
-class LSDE(AbstractDynamics):
+class _MixedDrift(AbstractDynamics):
+    r"""Dynamics whose drift is a network $\gamma$ of the mixed latent
+    $\bar z = W [E_x X(t); E_z z]$ (and of time when `with_time`), with the official
+    code's outer `tanh` when `bounded`: every model here but the neural CDE."""
+
+    initial_map: eqx.AbstractVar[eqx.nn.Linear]
+    mixer: eqx.AbstractVar[_Mixer]
+    gamma: eqx.AbstractVar[eqx.nn.MLP]
+    bounded: eqx.AbstractVar[bool]
+    with_time: ClassVar[bool] = True
+
+    def gamma_out(self, t, state, path) -> Latent:
+        r"""$\gamma(t, \bar z)$ for a batch, before any bounding."""
+        zbar = jax.vmap(self.mixer)(state, path.evaluate(t))
+        if self.with_time:
+            features = jnp.broadcast_to(_time_features(t), (state.shape[0], 2))
+            zbar = jnp.concatenate([zbar, features], axis=-1)
+        return jax.vmap(self.gamma)(zbar)
+
+    def drift(self, t, state, path):
+        out = self.gamma_out(t, state, path)
+        return jnp.tanh(out) if self.bounded else out
+
+
+class LSDE(_MixedDrift):
     r"""Langevin-type SDE (paper eq. 5):
     $\mathrm{d}z = \gamma(\bar z; \theta)\,\mathrm{d}t + \sigma(t; \theta)\,\mathrm{d}W$.
 
@@ -136,24 +163,22 @@ class LSDE(AbstractDynamics):
     sigma: _TimeDiffusion
     bounded: bool = eqx.field(static=True)
     additive: ClassVar[bool] = True
+    # The paper's Langevin drift is autonomous.
+    with_time: ClassVar[bool] = False
 
     def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
-        k0, k1, k2, k3 = jr.split(key, 4)
-        self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
-        self.mixer = _Mixer(path_channels, hidden, key=k1)
-        self.gamma = _mlp(hidden, hidden, width, depth, k2)
+        *keys, k3 = jr.split(key, 4)
+        self.initial_map, self.mixer, self.gamma = _drift_parts(
+            path_channels, hidden, width, depth, self.with_time, keys
+        )
         self.sigma = _TimeDiffusion(hidden, width, depth, bounded, key=k3)
         self.bounded = bounded
-
-    def drift(self, t, state, path):
-        out = jax.vmap(self.gamma)(_drift_inputs(t, state, path, self.mixer, False))
-        return jnp.tanh(out) if self.bounded else out
 
     def diffusion(self, t, state):
         return jnp.broadcast_to(self.sigma(t), state.shape)
 
 
-class LNSDE(AbstractDynamics):
+class LNSDE(_MixedDrift):
     r"""Linear-noise SDE (paper eq. 6):
     $\mathrm{d}z = \gamma(t, \bar z; \theta)\,\mathrm{d}t + \sigma(t; \theta)\odot z\,\mathrm{d}W$.
 
@@ -169,22 +194,18 @@ class LNSDE(AbstractDynamics):
     additive: ClassVar[bool] = False
 
     def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
-        k0, k1, k2, k3 = jr.split(key, 4)
-        self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
-        self.mixer = _Mixer(path_channels, hidden, key=k1)
-        self.gamma = _mlp(hidden + 2, hidden, width, depth, k2)
+        *keys, k3 = jr.split(key, 4)
+        self.initial_map, self.mixer, self.gamma = _drift_parts(
+            path_channels, hidden, width, depth, self.with_time, keys
+        )
         self.sigma = _TimeDiffusion(hidden, width, depth, bounded, key=k3)
         self.bounded = bounded
-
-    def drift(self, t, state, path):
-        out = jax.vmap(self.gamma)(_drift_inputs(t, state, path, self.mixer, True))
-        return jnp.tanh(out) if self.bounded else out
 
     def diffusion(self, t, state):
         return self.sigma(t)[None, :] * state
 
 
-class GSDE(AbstractDynamics):
+class GSDE(_MixedDrift):
     r"""Geometric SDE (paper eq. 7):
     $\mathrm{d}z / z = \gamma(t, \bar z; \theta)\,\mathrm{d}t + \sigma(t; \theta)\,\mathrm{d}W$,
 
@@ -208,10 +229,10 @@ class GSDE(AbstractDynamics):
     additive: ClassVar[bool] = True
 
     def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
-        k0, k1, k2, k3 = jr.split(key, 4)
-        self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
-        self.mixer = _Mixer(path_channels, hidden, key=k1)
-        self.gamma = _mlp(hidden + 2, hidden, width, depth, k2)
+        *keys, k3 = jr.split(key, 4)
+        self.initial_map, self.mixer, self.gamma = _drift_parts(
+            path_channels, hidden, width, depth, self.with_time, keys
+        )
         self.sigma = _TimeDiffusion(hidden, width, depth, bounded, key=k3)
         self.bounded = bounded
 
@@ -224,7 +245,7 @@ class GSDE(AbstractDynamics):
 
     def relative_drift(self, t, state, path):
         r"""$\gamma(t, \bar z)$, the drift of $\mathrm{d}z / z$, from $\log z$."""
-        out = jax.vmap(self.gamma)(_drift_inputs(t, state, path, self.mixer, True))
+        out = self.gamma_out(t, state, path)
         return jnp.tanh(out) * jnp.tanh(jnp.exp(state)) if self.bounded else out
 
     def drift(self, t, state, path):
@@ -235,7 +256,7 @@ class GSDE(AbstractDynamics):
         return jnp.broadcast_to(self.sigma(t), state.shape)
 
 
-class NeuralSDE(AbstractDynamics):
+class NeuralSDE(_MixedDrift):
     r"""The naive neural SDE baseline:
     $\mathrm{d}z = \gamma(t, \bar z)\,\mathrm{d}t + \sigma(t, z)\,\mathrm{d}W$ with a
     free diffusion network (no structure, so no stability guarantee)."""
@@ -248,16 +269,12 @@ class NeuralSDE(AbstractDynamics):
     additive: ClassVar[bool] = False
 
     def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
-        k0, k1, k2, k3 = jr.split(key, 4)
-        self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
-        self.mixer = _Mixer(path_channels, hidden, key=k1)
-        self.gamma = _mlp(hidden + 2, hidden, width, depth, k2)
+        *keys, k3 = jr.split(key, 4)
+        self.initial_map, self.mixer, self.gamma = _drift_parts(
+            path_channels, hidden, width, depth, self.with_time, keys
+        )
         self.sigma = _mlp(hidden + 2, hidden, width, depth, k3)
         self.bounded = bounded
-
-    def drift(self, t, state, path):
-        out = jax.vmap(self.gamma)(_drift_inputs(t, state, path, self.mixer, True))
-        return jnp.tanh(out) if self.bounded else out
 
     def diffusion(self, t, state):
         features = jnp.broadcast_to(_time_features(t), (state.shape[0], 2))
@@ -265,7 +282,7 @@ class NeuralSDE(AbstractDynamics):
         return jnp.tanh(out) if self.bounded else out
 
 
-class NeuralODE(AbstractDynamics):
+class NeuralODE(_MixedDrift):
     r"""The neural ODE baseline: the drift of [`sdekit.stable.LNSDE`][],
     $\mathrm{d}z = \gamma(t, \bar z)\,\mathrm{d}t$, with no noise."""
 
@@ -277,15 +294,11 @@ class NeuralODE(AbstractDynamics):
     stochastic: ClassVar[bool] = False
 
     def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
-        k0, k1, k2 = jr.split(key, 3)
-        self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
-        self.mixer = _Mixer(path_channels, hidden, key=k1)
-        self.gamma = _mlp(hidden + 2, hidden, width, depth, k2)
+        keys = jr.split(key, 3)
+        self.initial_map, self.mixer, self.gamma = _drift_parts(
+            path_channels, hidden, width, depth, self.with_time, keys
+        )
         self.bounded = bounded
-
-    def drift(self, t, state, path):
-        out = jax.vmap(self.gamma)(_drift_inputs(t, state, path, self.mixer, True))
-        return jnp.tanh(out) if self.bounded else out
 
     def diffusion(self, t, state):
         return jnp.zeros_like(state)
