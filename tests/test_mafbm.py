@@ -135,17 +135,20 @@ def test_incomplete_gamma_against_scipy(x64):
     np.testing.assert_allclose(d2, fd, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["I", "II"])
-@pytest.mark.parametrize("weights", ["optimal", "spectral"])
+@pytest.mark.parametrize(
+    ("kind", "weights"), [("I", "optimal"), ("II", "optimal"), ("I", "spectral")]
+)
 def test_omega_gradient_against_finite_differences(x64, kind, weights):
     g = mafbm_speeds(5, 20.0)
 
+    @jax.jit
     def omega(h):
         return mafbm_omega(h, g, 1.0, kind, weights)
 
+    jacfwd, jacrev = jax.jit(jax.jacfwd(omega)), jax.jit(jax.jacrev(omega))
     for h in (0.15, 0.45, 0.8):
-        forward = jax.jacfwd(omega)(h)
-        reverse = jax.jit(jax.jacrev(omega))(h)
+        forward = jacfwd(h)
+        reverse = jacrev(h)
         np.testing.assert_allclose(forward, reverse, rtol=1e-9, atol=1e-12)
         eps = 1e-5
         fd = (omega(h + eps) - omega(h - eps)) / (2 * eps)
@@ -392,11 +395,12 @@ def test_learnable_hurst_gradient_through_the_solver(x64):
     # against central differences on the same noise.
     key = jr.key(3)
 
+    @jax.jit
     def loss(h):
         noise = FractionalNoise(h, 5, 20.0, 1.0, "II")
         sol = solve_fractional(
             _brownian_sde(),
-            jnp.zeros((256, 1)),
+            jnp.zeros((64, 1)),
             np.array([1.0]),
             noise=noise,
             key=key,
@@ -409,8 +413,6 @@ def test_learnable_hurst_gradient_through_the_solver(x64):
     eps = 1e-5
     fd = (loss(0.4 + eps) - loss(0.4 - eps)) / (2 * eps)
     np.testing.assert_allclose(grad, fd, rtol=1e-5)
-    # And under vmap over H.
-    assert jax.vmap(jax.grad(loss))(jnp.array([0.3, 0.6])).shape == (2,)
 
 
 def test_mafbm_covariance_matches_formula_directly(x64):

@@ -32,7 +32,9 @@ def test_stored_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path):
+def test_notebook_runs(path, monkeypatch):
+    # The notebooks' small settings (the kernel inherits this environment).
+    monkeypatch.setenv("SDEKIT_NOTEBOOK_FAST", "1")
     # The kernel "python3" runs as the interpreter running the tests (jupyter_client swaps
     # `python` in the kernel's command for sys.executable), so it imports this checkout.
     notebook = nbformat.read(path, as_version=4)

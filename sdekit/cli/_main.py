@@ -22,6 +22,7 @@ SUBCOMMANDS = (
     "sdekit.cli._fit",
     "sdekit.cli._evaluate",
     "sdekit.cli._demo",
+    "sdekit.cli._hurst",
 )
 
 # Errors that mean "the input was wrong", which the user can fix: reported as one line. Anything

@@ -19,6 +19,8 @@ from ._kalman import _innovations, profile_from_innovations, step_structure
 
 Model = Literal["fbm", "fou"]
 _MODELS = ("fbm", "fou")
+# "Strong" evidence for observation noise on the scale of 2 log(Bayes factor).
+_NOISE_EVIDENCE = 6.0
 # Smallest number of observed values per model: below that there is nothing to fit.
 _MIN_OBSERVED = {"fbm": 8, "fou": 16}
 # Box of the unconstrained search coordinates (logit H, log eta, log kappa).
@@ -206,7 +208,7 @@ def _derivatives(values, p, step):
     return grad, hess
 
 
-def _newton(objective, x0, *, step=1e-3, max_iterations=40, tol=1e-7):
+def _newton(objective, x0, *, step=1e-3, max_iterations=40, xtol=1e-5, ftol=1e-5):
     """Damped Newton (Levenberg-Marquardt) on the objective, with finite-difference
     derivatives from one batched evaluation per iteration.
 
@@ -241,7 +243,8 @@ def _newton(objective, x0, *, step=1e-3, max_iterations=40, tol=1e-7):
         moved = np.max(np.abs(candidate - x))
         x = candidate
         damping = max(damping / 10, 1e-6)
-        if moved < tol or f - f_new < 1e-10 * max(1.0, abs(f)):
+        # The log-likelihood to 1e-5: H to ~1e-4 of a standard error and better.
+        if moved < xtol or f - f_new < ftol:
             converged = True
             break
     values = objective(_stencil(x, step))[0]
@@ -249,15 +252,22 @@ def _newton(objective, x0, *, step=1e-3, max_iterations=40, tol=1e-7):
     return x, values[0], hess, converged
 
 
-def _grid(objective):
-    # A coarse grid over the search box: H from 0.02 to 0.98, eta in {0.1, 0.5, 2},
-    # kappa in {0.1, 1, 10, 100}.
-    h = np.linspace(0.02, 0.98, 25)
+def _grid(objective, around=None):
+    """The best point of a coarse grid: H from 0.02 to 0.98, eta in {0.1, 0.5, 2},
+    kappa in {0.1, 1, 10, 100}. With `around` (the noise-free fit, when adding
+    noise), H only from 0.1 below to 0.2 above its estimate (noise read as roughness
+    biases H down) and kappa at its estimate: the noise-free fit has located them."""
+    if around is None:
+        h = np.linspace(0.02, 0.98, 25)
+    else:
+        h0 = float(jax.nn.sigmoid(around[0]))
+        h = np.clip(h0 + np.array([-0.1, 0.0, 0.1, 0.2]), 0.01, 0.99)
     axes = [np.log(h / (1 - h))]
     if objective.with_noise:
         axes.append(np.log([0.1, 0.5, 2.0]))
     if objective.model == "fou":
-        axes.append(np.log([0.1, 1.0, 10.0, 100.0]))
+        kappa = np.log([0.1, 1.0, 10.0, 100.0]) if around is None else around[-1:]
+        axes.append(kappa)
     mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
     values = objective(mesh)[0]
     values = np.where(np.isfinite(values), values, np.inf)
@@ -374,9 +384,9 @@ def _check_inputs(ys, dt, times, model, obs_noise):
     return ys, times, observed
 
 
-def _fit_variant(setup, ys_scaled, model, with_noise):
+def _fit_variant(setup, ys_scaled, model, with_noise, around=None):
     objective = _Objective(setup, ys_scaled, model, with_noise)
-    x0, _ = _grid(objective)
+    x0, _ = _grid(objective, around)
     x, f, hess, converged = _newton(objective, x0)
     return objective, x, f, hess, converged
 
@@ -405,8 +415,8 @@ def estimate_hurst(
     $\theta$), and maximised from the best grid point by Newton's method with
     finite-difference derivatives. The standard error of $H$ comes from the
     curvature of the profile log-likelihood (the inverse Hessian over all searched
-    parameters). With `obs_noise="auto"`, observation noise is kept only if it
-    improves the Bayesian information criterion ($2\Delta\log L > \log n$).
+    parameters). With `obs_noise="auto"`, observation noise is kept only on strong
+    evidence: $2\Delta\log L - \log n > 6$, a Bayes factor above $e^3$ by the BIC.
 
     Runs in float64 (inside `jax.enable_x64`) whatever the global setting, in
     $O(n K^3)$ time.
@@ -434,14 +444,19 @@ def estimate_hurst(
         level = float(ys[~np.isnan(ys)][0])
         ys_scaled = (ys - level) / scale
         variants = [False, True] if obs_noise == "auto" else [bool(obs_noise)]
-        fits = {w: _fit_variant(setup, ys_scaled, model, w) for w in variants}
+        fits = {variants[0]: _fit_variant(setup, ys_scaled, model, variants[0])}
+        if obs_noise == "auto":
+            fits[True] = _fit_variant(
+                setup, ys_scaled, model, True, around=fits[False][1]
+            )
         chosen = variants[0]
-        # Keep the noise if it pays for its parameter by the Bayesian information
-        # criterion: false detections vanish as the series grows (a fixed-level test
-        # would keep 5% of them, and noise and roughness are hard to tell apart at
-        # small H, so each costs a large error in H), real noise is found.
+        # Keep the noise only on strong evidence: a Bayes factor above e^3 by the BIC
+        # approximation (2 dlogL - log n > 6, Kass and Raftery 1995). At small H noise
+        # and roughness are hard to tell apart, and near H = 1 so are noise and a
+        # slightly smaller H; a false detection costs an error of several standard
+        # errors in H, while noise large enough to bias H is found (tests).
         gain = 2 * (fits[False][2] - fits[True][2]) if obs_noise == "auto" else 0.0
-        if gain > math.log(observed - 1):
+        if gain - math.log(observed - 1) > _NOISE_EVIDENCE:
             chosen = True
         objective, x, f, hess, converged = fits[chosen]
         _, sigma_unit, mu_unit = objective(x[None])

@@ -243,7 +243,8 @@ class LatentFractionalSDE(eqx.Module):
         d = self.latent_dim
         mean, log_std = stats[:d], stats[d:]
         init_key, y_key, path_key = jr.split(key, 3)
-        x0 = mean + jnp.exp(log_std) * jr.normal(init_key, (num_samples, d), ys.dtype)
+        normal = jr.normal(init_key, (num_samples, d), ys.dtype)
+        x0 = mean[None, :] + jnp.exp(log_std)[None, :] * normal
         z0 = augmented_initial_state(self.prior_sde(), noise, x0, y_key)
         z0 = jnp.concatenate([z0, jnp.zeros((num_samples, 1), z0.dtype)], axis=1)
         sol = solve(

@@ -134,17 +134,26 @@ def fit_fou_mle(
                 / count
             )
 
-        value_and_grad = optax.value_and_grad_from_state(loss)
+        state = optimizer.init(params)
+        # Line searches (L-BFGS's) keep the last value and gradient in their state.
+        if optax.tree_utils.tree_get(state, "value", None) is not None:
+            from_state = optax.value_and_grad_from_state(loss)
+
+            def value_and_grad(params, state):
+                return from_state(params, state=state)
+        else:
+
+            def value_and_grad(params, state):
+                return jax.value_and_grad(loss)(params)
 
         @jax.jit
         def step(params, state):
-            value, grad = value_and_grad(params, state=state)
+            value, grad = value_and_grad(params, state)
             updates, state = optimizer.update(
                 grad, state, params, value=value, grad=grad, value_fn=loss
             )
             return optax.apply_updates(params, updates), state, value
 
-        state = optimizer.init(params)
         history, converged = [], False
         for _ in range(max_steps):
             params, state, value = step(params, state)

@@ -16,6 +16,7 @@ with the weights $\omega(H)$ that minimise $\int_0^T \mathbb{E}[(B - \hat B)^2]\
 
 import functools as ft
 import math
+import warnings
 from typing import Literal
 
 import jax
@@ -334,9 +335,12 @@ def _host_omega_fn(gammas: tuple[float, ...], horizon: float, kind: str, weights
 
 
 def _host_omega(hurst, config, dtype):
-    # Runs on the host in float64, whatever the caller's precision.
+    # Runs on the host in float64, whatever the caller's precision. (In XLA's callback
+    # thread denormals are flushed to zero, which NumPy reports on its first float64
+    # query: harmless here.)
     fn = _host_omega_fn(*config)
-    with jax.enable_x64(True):
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The value of the smallest subnormal")
         value, tangent = fn(jnp.asarray(np.asarray(hurst, np.float64)))
         return np.asarray(value, dtype), np.asarray(tangent, dtype)
 
