@@ -1,7 +1,7 @@
 """solve(): a batch of SDE paths over diffrax, one key and one set of save times each."""
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TYPE_CHECKING
 
 import diffrax as dfx
 import equinox as eqx
@@ -18,6 +18,10 @@ from ._brownian import GridBrownianPath
 from ._custom_types import Calculus
 from ._grid import num_uniform_steps, step_grid
 from ._sde import SDE
+
+
+if TYPE_CHECKING:
+    from .noise import FractionalNoise
 
 
 # Solvers whose increments are Itô; every other diffrax SDE solver converges to the
@@ -187,6 +191,7 @@ def solve(
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     args: PyTree = None,
     max_steps: int | None = None,
+    noise: "FractionalNoise | None" = None,
 ) -> SDESolution:
     r"""Solve a batch of SDE paths, each with its own Brownian motion and save times.
 
@@ -218,9 +223,39 @@ def solve(
     - `stepsize_controller`: only with `brownian="virtual"`; default constant steps.
     - `args`: passed to drift and diffusion.
     - `max_steps`: only with `brownian="virtual"` (default 16 * the uniform count).
+    - `noise`: what drives the SDE: `None` (default) for Brownian motion, or a
+        [`sdekit.noise.FractionalNoise`][] to drive every noise channel with
+        Markov-approximate fractional Brownian motion instead (the same as
+        [`sdekit.noise.solve_fractional`][]; `y0` then has shape `(batch, d)`).
 
     **Returns:** an [`sdekit.SDESolution`][].
     """
+    if noise is not None:
+        # Swapping the noise: the fractional path augments the SDE with the noise's
+        # Ornstein-Uhlenbeck components and comes back here with noise=None.
+        from .noise import FractionalNoise, solve_fractional
+
+        if not isinstance(noise, FractionalNoise):
+            raise TypeError(
+                "`noise` must be None (Brownian motion) or a "
+                f"sdekit.noise.FractionalNoise, got {type(noise).__name__}."
+            )
+        return solve_fractional(
+            sde,
+            y0,
+            ts,
+            noise=noise,
+            key=key,
+            dt0=dt0,
+            t0=t0,
+            t1=t1,
+            solver=solver,
+            adjoint=adjoint,
+            brownian=brownian,
+            stepsize_controller=stepsize_controller,
+            args=args,
+            max_steps=max_steps,
+        )
     if not isinstance(sde, SDE):
         raise TypeError(f"`sde` must be an sdekit.SDE, got {type(sde).__name__}.")
     if not isinstance(dt0, (int, float)) or not dt0 > 0:

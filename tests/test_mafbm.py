@@ -289,6 +289,23 @@ def test_exact_sampler_covariance(getkey, kind):
     _check_covariance(samples, np.asarray(noise.covariance(ts)))
 
 
+def test_solve_with_fractional_noise_is_solve_fractional(getkey):
+    sde = sdekit.SDE(lambda t, y, a: -y, lambda t, y, a: 0.5 * (1 + y**2) ** 0.5)
+    noise = FractionalNoise(0.7, 5, 20.0, 1.0, "I")
+    y0, ts, key = jnp.ones((8, 1)), np.array([0.3, 1.0]), getkey()
+    swapped = sdekit.solve(sde, y0, ts, key=key, dt0=0.01, t0=0.0, noise=noise)
+    direct = solve_fractional(sde, y0, ts, noise=noise, key=key, dt0=0.01, t0=0.0)
+    np.testing.assert_array_equal(swapped.ys, direct.ys)
+    # Brownian and fractional noise drive different paths from the same key.
+    brownian = sdekit.solve(sde, y0, ts, key=key, dt0=0.01, t0=0.0)
+    assert not np.allclose(brownian.ys, swapped.ys)
+    with pytest.raises(TypeError, match="FractionalNoise"):
+        sdekit.solve(sde, y0, ts, key=key, dt0=0.01, noise="fbm")
+    # The step-size check applies: gamma_max dt must stay below 1/2.
+    with pytest.raises(ValueError, match="gamma_max"):
+        sdekit.solve(sde, y0, ts, key=key, dt0=0.05, t0=0.0, noise=noise)
+
+
 def test_solver_paths_against_exact_fbm_samples(getkey):
     fbm = pytest.importorskip("fbm")
     # Type I with an approximation error of 0.5% (K = 10, gamma_max = 100 at H = 0.3),
@@ -297,7 +314,8 @@ def test_solver_paths_against_exact_fbm_samples(getkey):
     h, n = 0.3, 4000
     noise = FractionalNoise(h, 10, 100.0, 1.0, "I")
     assert relative_covariance_error_64(noise) < 0.006
-    sol = solve_fractional(
+    # Through the core solver, by swapping the noise object.
+    sol = sdekit.solve(
         _brownian_sde(),
         jnp.zeros((n, 1)),
         np.array([0.5, 1.0]),
