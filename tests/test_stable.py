@@ -196,6 +196,34 @@ def test_forecasting_targets_follow_the_window():
     assert not mask[:, :length].any() and mask[:, length:].all()
 
 
+@pytest.mark.parametrize("task", ["interpolation", "forecasting"])
+def test_skip_starts_from_the_naive_prediction(getkey, task):
+    # With the head zeroed, a skip model predicts linear interpolation of its inputs at
+    # the held-out times, and the last input beyond a forecasting window.
+    data = st.prepare_data(
+        _waves(), _waves(seed=1), task=task, missing=0.3, seed=0, input_fraction=0.6
+    )
+    split = data.test
+    model = st.LatentModel(
+        "lnsde", 1, 1, 8, 1, data.save_times, 10.0, 32, skip=True, key=getkey()
+    )
+    model = eqx.tree_at(
+        lambda m: (m.head.weight, m.head.bias),
+        model,
+        (jnp.zeros_like(model.head.weight), jnp.zeros_like(model.head.bias)),
+    )
+    knots, values = jnp.asarray(split["knots"]), jnp.asarray(split["values"])
+    out = np.asarray(model(knots, values, getkey()))[..., 0]
+    k, v = np.asarray(split["knots"][0]), np.asarray(split["values"])[..., 0]
+    expected = np.stack(
+        [np.interp(data.save_times, k[~np.isnan(r)], r[~np.isnan(r)]) for r in v]
+    )
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_allclose(out, np.asarray(model.baseline(knots, values))[..., 0])
+    with pytest.raises(ValueError, match="output_size == input_channels"):
+        st.LatentModel("lnsde", 1, 3, 8, 1, (10.0,), 10.0, 32, skip=True, key=getkey())
+
+
 # ---------------------------------------------------------------- a small fit
 
 

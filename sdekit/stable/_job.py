@@ -9,7 +9,9 @@ import pathlib
 import time
 from typing import Any
 
+import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 import optax
 
 from .. import train as _train
@@ -174,6 +176,9 @@ def build_model(config: FitConfig, data: PreparedData) -> LatentModel:
         steps,
         config.bounded,
         config.intensity,
+        # Reconstructing or extrapolating the observations: learn the correction to
+        # linear interpolation / the last value rather than the values themselves.
+        skip=data.task in ("interpolation", "forecasting"),
         key=jr.fold_in(jr.key(config.seed), 2),
     )
 
@@ -198,7 +203,20 @@ def _test_key(config: FitConfig):
     return jr.fold_in(jr.key(config.seed), 1)
 
 
-def _report(config: FitConfig, task: str, test: dict[str, float]) -> dict[str, Any]:
+def _naive_mse(model: LatentModel, data: dict) -> float:
+    """Test MSE of the naive prediction the model corrects: the linear interpolation
+    of the inputs (interpolation) or their last value (forecasting)."""
+    pred = np.asarray(
+        model.baseline(jnp.asarray(data["knots"]), jnp.asarray(data["values"]))
+    )
+    mask = np.asarray(data["target_mask"])
+    err = mask * (pred - np.asarray(data["targets"])) ** 2
+    return float(err.sum() / max(mask.sum(), 1.0))
+
+
+def _report(
+    config: FitConfig, task: str, test: dict[str, float], model: LatentModel, data
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model": config.model,
         "dataset": config.data_name,
@@ -211,6 +229,8 @@ def _report(config: FitConfig, task: str, test: dict[str, float]) -> dict[str, A
         out["test_loss"] = test["loss"]
     else:
         out["test_mse"] = test["mse"]
+    if task in ("interpolation", "forecasting"):
+        out["naive_mse"] = _naive_mse(model, data.test)
     return out
 
 
@@ -231,7 +251,8 @@ def fit_job(
 
     **Returns:** a JSON-ready report: `model`, `dataset`, `task`, `missing`, `seed`,
     `test_accuracy` and `test_loss` (classification) or `test_mse` (in units of the
-    training standard deviation), `valid` (the best validation metrics), `epochs`
+    training standard deviation; for interpolation and forecasting also `naive_mse`,
+    that of linear interpolation or of the last value), `valid` (the best validation metrics), `epochs`
     (run), `best_epoch`, `seconds` (wall time, data loading included) and
     `checkpoint`.
     """
@@ -269,7 +290,7 @@ def fit_job(
     test = metrics(
         result.model, data.test, _test_key(config), data.task, config.eval_samples
     )
-    report = _report(config, data.task, test)
+    report = _report(config, data.task, test, result.model, data)
     best = result.best_epoch
     report.update(
         valid=result.history[best]["valid"] if best is not None else None,
@@ -304,6 +325,6 @@ def evaluate_job(checkpoint: str | os.PathLike) -> dict[str, Any]:
     like = build_model(config, data)
     model = _train.load_model(path, like)
     test = metrics(model, data.test, _test_key(config), data.task, config.eval_samples)
-    report = _report(config, data.task, test)
+    report = _report(config, data.task, test, model, data)
     report["checkpoint"] = str(path)
     return report

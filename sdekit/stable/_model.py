@@ -37,7 +37,10 @@ class LatentModel(eqx.Module):
     solved by Euler-Maruyama (Itô) with `num_steps` fixed steps, backpropagating
     through the solver. A linear `head` reads the latent: at the final time for
     classification and regression, at every `save_times` for interpolation and
-    forecasting.
+    forecasting. With `skip`, the head's output is a correction added to the control
+    path's own value at each save time: the linear interpolation of the observations
+    (interpolation) or the last observation (forecasting), so that the model starts
+    from the naive prediction and learns what it misses.
 
     The whole batch is integrated as one state (the series share their knots), so
     one time loop serves every series, and each series' own observations reach the
@@ -57,6 +60,8 @@ class LatentModel(eqx.Module):
     - `num_steps`: solver steps over the horizon.
     - `bounded`: the official code's tanh-bounded form instead of the paper's.
     - `intensity`: add observation-intensity channels to the control path.
+    - `skip`: add the path's observation channels at `save_times` to the head's
+        output (needs `output_size == input_channels`).
     - `key`: initialisation key.
     """
 
@@ -66,6 +71,7 @@ class LatentModel(eqx.Module):
     horizon: float = eqx.field(static=True)
     num_steps: int = eqx.field(static=True)
     intensity: bool = eqx.field(static=True)
+    skip: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -79,12 +85,18 @@ class LatentModel(eqx.Module):
         num_steps: int,
         bounded: bool = False,
         intensity: bool = False,
+        skip: bool = False,
         *,
         key: PRNGKeyArray,
     ):
         if model not in MODELS:
             raise ValueError(
                 f"Unknown model {model!r}; choose one of {', '.join(MODELS)}."
+            )
+        if skip and output_size != input_channels:
+            raise ValueError(
+                "`skip` adds the observations to the outputs, so it needs "
+                f"output_size == input_channels; got {output_size} and {input_channels}."
             )
         k1, k2 = jr.split(key)
         path_channels = 1 + input_channels * (2 if intensity else 1)
@@ -96,6 +108,7 @@ class LatentModel(eqx.Module):
         self.horizon = float(horizon)
         self.num_steps = int(num_steps)
         self.intensity = bool(intensity)
+        self.skip = bool(skip)
 
     def with_save_times(self, save_times) -> "LatentModel":
         """The same model (same parameters) reading the latent at other times in
@@ -153,4 +166,16 @@ class LatentModel(eqx.Module):
     ) -> Float[Array, "batch times out"]:
         """The head's outputs at `save_times`: `(batch, times, output_size)`."""
         features = self.dynamics.features(self.states(knots, values, key))
-        return jax.vmap(jax.vmap(self.head))(features)
+        outputs = jax.vmap(jax.vmap(self.head))(features)
+        if self.skip:
+            outputs = outputs + self.baseline(knots, values)
+        return outputs
+
+    def baseline(self, knots, values) -> Float[Array, "batch times channels"]:
+        """The control path's observation channels at `save_times`: the naive
+        prediction that `skip` adds the head's correction to (arguments as
+        [`sdekit.stable.LatentModel.states`][])."""
+        path = ControlPath(knots[0], values, self.intensity)
+        at_times = jax.vmap(path.evaluate)(jnp.asarray(self.save_times, values.dtype))
+        # Path channels: time, the observations, [intensities].
+        return jnp.moveaxis(at_times, 0, 1)[..., 1 : 1 + values.shape[-1]]
