@@ -61,12 +61,24 @@ def peer_accuracy(name: str, dataset: str, rate: float, seed: int) -> float:
 
 
 def model_accuracy(
-    model: str, dataset: str, rate: float, seed: int, epochs: int | None
+    model: str,
+    dataset: str,
+    rate: float,
+    seed: int,
+    epochs: int | None,
+    bounded: bool = False,
 ) -> dict:
     from sdekit.stable import fit_job, FitConfig
 
     options = {} if epochs is None else {"epochs": epochs}
-    config = FitConfig(model=model, dataset=dataset, missing=rate, seed=seed, **options)
+    config = FitConfig(
+        model=model,
+        dataset=dataset,
+        missing=rate,
+        seed=seed,
+        bounded=bounded,
+        **options,
+    )
     with tempfile.TemporaryDirectory() as out:
         report = fit_job(config, out, progress=False)
     return {
@@ -139,7 +151,7 @@ def plot(rows, methods, rates, datasets, path):
                 if len(per) == len(names):
                     xs.append(rate)
                     ys.append(np.mean(per))
-            style = "-o" if m in STABLE else ("--s" if m in PEERS.split(",") else ":^")
+            style = "-o" if m.split("+")[0] in STABLE else ("--s" if m in PEERS.split(",") else ":^")
             ax.plot(xs, ys, style, label=m, markersize=4)
         ax.set_title(panel)
         ax.set_xlabel("missing rate")
@@ -172,6 +184,11 @@ def main(argv=None) -> int:
         "--epochs", type=int, default=None, help="override the default epochs"
     )
     parser.add_argument(
+        "--bounded",
+        action="store_true",
+        help="the official code's tanh-bounded dynamics (rows named e.g. lsde+bounded)",
+    )
+    parser.add_argument(
         "--results",
         default="stable_sde_missing.jsonl",
         help="JSON-lines results file (appended)",
@@ -189,9 +206,10 @@ def main(argv=None) -> int:
     datasets = [d for d in args.datasets.split(",") if d]
     rates = [float(r) for r in args.rates.split(",")]
     models = [m for m in args.models.split(",") if m]
+    suffix = "+bounded" if args.bounded else ""
     peers = [] if args.peers == "none" else [p for p in args.peers.split(",") if p]
     seeds = [int(s) for s in args.seeds.split(",")]
-    methods = models + peers
+    methods = [m + suffix for m in models] + peers
 
     rows = []
     if os.path.exists(args.results):
@@ -210,13 +228,20 @@ def main(argv=None) -> int:
                         rate,
                         seed,
                         method,
-                        args.epochs if method in models else None,
+                        args.epochs if method not in peers else None,
                     )
                     if key in done:
                         continue
                     start = time.perf_counter()
-                    if method in models:
-                        out = model_accuracy(method, dataset, rate, seed, args.epochs)
+                    if method not in peers:
+                        out = model_accuracy(
+                            method.removesuffix(suffix),
+                            dataset,
+                            rate,
+                            seed,
+                            args.epochs,
+                            bounded=args.bounded,
+                        )
                     else:
                         out = {"accuracy": peer_accuracy(method, dataset, rate, seed)}
                     row = dict(
@@ -239,7 +264,7 @@ def main(argv=None) -> int:
         and r["missing"] in rates
         and r["seed"] in seeds
         and r["method"] in methods
-        and r.get("epochs_arg") == (args.epochs if r["method"] in models else None)
+        and r.get("epochs_arg") == (args.epochs if r["method"] not in peers else None)
     ]
     print(summarise(wanted, methods, rates, datasets))
     if args.plot:
