@@ -14,7 +14,12 @@ from jax.scipy.special import gammaln
 from jaxtyping import ArrayLike
 
 from ..noise import FractionalNoise
-from ._kalman import _innovations, profile_from_innovations, step_structure
+from ._kalman import (
+    _innovations,
+    check_observation_times,
+    profile_from_innovations,
+    step_structure,
+)
 
 
 Model = Literal["fbm", "fou"]
@@ -364,13 +369,7 @@ def _check_inputs(ys, dt, times, model, obs_noise):
                 f"`times` must have one entry per value: {ys.shape[0]} values but "
                 f"times of shape {times.shape}."
             )
-        if not np.all(np.isfinite(times)):
-            raise ValueError("`times` contains NaN or infinite values.")
-        if np.any(np.diff(times) <= 0):
-            raise ValueError(
-                "`times` must be strictly increasing (sort the series; merge repeated "
-                "times)."
-            )
+        check_observation_times(times)
     values = ys[~np.isnan(ys)]
     if np.all(values == values[0]):
         raise ValueError(

@@ -215,6 +215,17 @@ def _transitions(theta, noise, omega, steps):
     return jax.vmap(transition)(jnp.asarray(steps, dtype))
 
 
+def check_observation_times(times: np.ndarray) -> None:
+    """Observation times must be finite and strictly increasing (a `ValueError`)."""
+    if not np.all(np.isfinite(times)):
+        raise ValueError("`times` contains NaN or infinite values.")
+    if np.any(np.diff(times) <= 0):
+        raise ValueError(
+            "`times` must be strictly increasing (sort the observations and merge "
+            "duplicates)."
+        )
+
+
 def _check_series(times, ys):
     """Eager checks of concrete inputs; returns NumPy arrays."""
     times = np.asarray(times, np.float64)
@@ -224,13 +235,7 @@ def _check_series(times, ys):
             f"`times` and `ys` must be one-dimensional and of the same length, got "
             f"shapes {times.shape} and {ys.shape}."
         )
-    if not np.all(np.isfinite(times)):
-        raise ValueError("`times` contains NaN or infinite values.")
-    if np.any(np.diff(times) <= 0):
-        raise ValueError(
-            "`times` must be strictly increasing (sort the observations and merge "
-            "duplicates)."
-        )
+    check_observation_times(times)
     if np.any(np.isinf(ys)):
         raise ValueError(
             "The series contains infinite values; mark missing observations as NaN."
