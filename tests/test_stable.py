@@ -305,3 +305,28 @@ def test_evaluate_rejects_a_non_checkpoint(tmp_path):
 def test_bad_configs(change, message):
     with pytest.raises(ValueError, match=message):
         st.FitConfig(**change).checked()
+
+
+def toy_regression_file(path, n=120, length=24, seed=0):
+    """The target is the slope of a noisy line."""
+    rng = np.random.default_rng(seed)
+    slope = rng.uniform(-1.0, 1.0, n)
+    t = np.linspace(0, 1, length)
+    values = 3.0 + slope[:, None] * 2.0 * t + 0.2 * rng.normal(size=(n, length))
+    split = np.where(np.arange(n) < 80, "train", "test")
+    np.savez(path, values=values, labels=slope, split=split, times=t)
+    return str(path), slope[80:]
+
+
+def test_small_regression_fit_beats_the_training_mean(tmp_path):
+    path, test_slope = toy_regression_file(tmp_path / "toy.npz")
+    config = st.FitConfig(model="lsde", dataset=None, data=path, missing=0.3, **SMALL)
+    report = st.fit_job(config, tmp_path / "run", progress=False)
+    assert report["task"] == "regression"
+    # naive_mse is the training mean's test MSE on the standardised targets.
+    normaliser = st.load_job_data(config).normaliser
+    scaled = (test_slope - normaliser.target_mean) / normaliser.target_scale
+    assert report["naive_mse"] == pytest.approx(np.mean(scaled**2), rel=1e-5)
+    assert report["naive_mse"] > 0.5
+    # The slope is readable through 30% missingness: well below the mean's error.
+    assert report["test_mse"] < 0.3 * report["naive_mse"]

@@ -206,9 +206,12 @@ def _test_key(config: FitConfig):
     return jr.fold_in(jr.key(config.seed), 1)
 
 
-def _naive_mse(model: LatentModel, data: dict) -> float:
-    """Test MSE of the naive prediction the model corrects: the linear interpolation
-    of the inputs (interpolation) or their last value (forecasting)."""
+def _naive_mse(model: LatentModel, data: dict, task: str) -> float:
+    """Test MSE of the naive prediction a model has to beat: the training mean
+    (regression; 0 on the standardised targets), the linear interpolation of the
+    inputs (interpolation) or their last value (forecasting)."""
+    if task == "regression":
+        return float(np.mean(np.asarray(data["target"]) ** 2))
     pred = np.asarray(
         model.baseline(jnp.asarray(data["knots"]), jnp.asarray(data["values"]))
     )
@@ -232,8 +235,7 @@ def _report(
         out["test_loss"] = test["loss"]
     else:
         out["test_mse"] = test["mse"]
-    if task in ("interpolation", "forecasting"):
-        out["naive_mse"] = _naive_mse(model, data.test)
+        out["naive_mse"] = _naive_mse(model, data.test, task)
     return out
 
 
@@ -254,10 +256,11 @@ def fit_job(
 
     **Returns:** a JSON-ready report: `model`, `dataset`, `task`, `missing`, `seed`,
     `test_accuracy` and `test_loss` (classification) or `test_mse` (in units of the
-    training standard deviation; for interpolation and forecasting also `naive_mse`,
-    that of linear interpolation or of the last observed value), `valid` (the best validation metrics), `epochs`
-    (run), `best_epoch`, `seconds` (wall time, data loading included) and
-    `checkpoint`.
+    training standard deviation) and `naive_mse` (that of the training mean for
+    regression, of linear interpolation or of the last observed value for
+    interpolation and forecasting: the bar a model has to clear), `valid` (the best
+    validation metrics), `epochs` (run), `best_epoch`, `seconds` (wall time, data
+    loading included) and `checkpoint`.
     """
     start = time.perf_counter()
     config = config.checked()
