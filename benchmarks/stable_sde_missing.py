@@ -116,17 +116,35 @@ def summarise(
                 + " |"
             )
     lines.append("")
-    lines.append("Average over data sets (mean over seeds first):")
+    lines.append(
+        "Average over data sets (± the standard deviation of that average over seeds):"
+    )
     lines.append("")
     lines.append("| missing | " + " | ".join(methods) + " |")
     lines.append("|---" * (len(methods) + 1) + "|")
     for rate in rates:
-        means = []
+        cells = []
         for m in methods:
-            per = [np.mean(cell[(d, rate, m)]) for d in datasets if cell[(d, rate, m)]]
-            means.append(f"{np.mean(per):.3f}" if len(per) == len(datasets) else "-")
-        lines.append(f"| {rate:g} | " + " | ".join(means) + " |")
+            per_seed = seed_averages(rows, m, rate, datasets)
+            cells.append(fmt(per_seed) if per_seed else "-")
+        lines.append(f"| {rate:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def seed_averages(
+    rows: list[dict], method: str, rate: float, datasets: list[str]
+) -> list[float]:
+    """The accuracy averaged over `datasets`, one value per seed that has all of them
+    (the spread of these is the seed-to-seed spread of the average)."""
+    by_seed = collections.defaultdict(dict)
+    for r in rows:
+        if r["method"] == method and r["missing"] == rate:
+            by_seed[r["seed"]][r["dataset"]] = r["accuracy"]
+    return [
+        float(np.mean([acc[d] for d in datasets]))
+        for _, acc in sorted(by_seed.items())
+        if all(d in acc for d in datasets)
+    ]
 
 
 def plot(rows, methods, rates, datasets, path):
@@ -135,24 +153,32 @@ def plot(rows, methods, rates, datasets, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cell = collections.defaultdict(list)
-    for r in rows:
-        cell[(r["dataset"], r["missing"], r["method"])].append(r["accuracy"])
     panels = datasets + ["average"]
     fig, axes = plt.subplots(
         1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True
     )
     for ax, panel in zip(np.atleast_1d(axes), panels):
+        names = datasets if panel == "average" else [panel]
         for m in methods:
-            xs, ys = [], []
+            xs, ys, spread = [], [], []
             for rate in rates:
-                names = datasets if panel == "average" else [panel]
-                per = [np.mean(cell[(d, rate, m)]) for d in names if cell[(d, rate, m)]]
-                if len(per) == len(names):
+                per_seed = seed_averages(rows, m, rate, names)
+                if per_seed:
                     xs.append(rate)
-                    ys.append(np.mean(per))
-            style = "-o" if m.split("+")[0] in STABLE else ("--s" if m in PEERS.split(",") else ":^")
-            ax.plot(xs, ys, style, label=m, markersize=4)
+                    ys.append(np.mean(per_seed))
+                    spread.append(np.std(per_seed))
+            if m.split("+")[0] in STABLE:
+                style = "-o"
+            elif m in PEERS.split(","):
+                style = "--s"
+            else:
+                style = ":^"
+            (line,) = ax.plot(xs, ys, style, label=m, markersize=4)
+            ys, spread = np.asarray(ys), np.asarray(spread)
+            # A band of one standard deviation over seeds.
+            ax.fill_between(
+                xs, ys - spread, ys + spread, color=line.get_color(), alpha=0.08
+            )
         ax.set_title(panel)
         ax.set_xlabel("missing rate")
         ax.grid(alpha=0.3)
