@@ -96,10 +96,6 @@ def model_accuracy(
 def summarise(
     rows: list[dict], methods: list[str], rates: list[float], datasets: list[str]
 ) -> str:
-    cell = collections.defaultdict(list)
-    for r in rows:
-        cell[(r["dataset"], r["missing"], r["method"])].append(r["accuracy"])
-
     def fmt(values):
         if not values:
             return "-"
@@ -117,7 +113,7 @@ def summarise(
         for rate in rates:
             lines.append(
                 f"| {d} | {rate:g} | "
-                + " | ".join(fmt(cell[(d, rate, m)]) for m in methods)
+                + " | ".join(fmt(seed_averages(rows, m, rate, [d])) for m in methods)
                 + " |"
             )
     lines.append("")

@@ -178,9 +178,10 @@ def build_model(config: FitConfig, data: PreparedData) -> LatentModel:
         config.intensity,
         # Reconstructing held-out observations: learn the correction to linear
         # interpolation rather than the values themselves (co2, 30% missing, seeds 0
-        # and 1: test MSE 0.00158 -> 0.00131, 0.00145 -> 0.00117). Not for forecasting: the last value is a poor
-        # start for a trend and a season (0.00314 -> 0.00348 and 0.00335 -> 0.00363
-        # on seeds 0 and 1), so the head predicts the values there.
+        # and 1: test MSE 0.00158 -> 0.00131, 0.00145 -> 0.00117). Not for
+        # forecasting: the last value is a poor start for a trend and a season
+        # (0.00314 -> 0.00348 and 0.00335 -> 0.00363 on seeds 0 and 1), so the head
+        # predicts the values there.
         skip=data.task == "interpolation",
         key=jr.fold_in(jr.key(config.seed), 2),
     )
