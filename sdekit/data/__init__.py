@@ -1,6 +1,7 @@
 """Time-series data for sdekit's models: aeon's bundled classification and regression
-sets, statsmodels' co2 record, users' NPZ/CSV files; seeded missingness, validation
-splits, NaN-aware normalisation and the Hermite cubic control path."""
+sets, statsmodels' co2 record, users' files (one reader for NPY, NPZ and CSV, shared
+by every command); seeded missingness, validation splits, NaN-aware normalisation and
+the Hermite cubic control path."""
 
 from ._aeon import bundled_datasets as bundled_datasets, load_bundled as load_bundled
 from ._co2 import load_co2 as load_co2, load_co2_series as load_co2_series
@@ -17,6 +18,12 @@ from ._paths import (
     ControlPath as ControlPath,
     fill_missing as fill_missing,
     path_channels as path_channels,
+)
+from ._read import (
+    MISSING_TOKENS as MISSING_TOKENS,
+    read_array as read_array,
+    read_npz as read_npz,
+    read_table as read_table,
 )
 
 
