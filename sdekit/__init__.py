@@ -1,20 +1,51 @@
 """sdekit: differentiable SDE and ODE models in JAX, built on diffrax."""
 
-import importlib.metadata
+import importlib as _importlib
+import importlib.metadata as _metadata
+from typing import TYPE_CHECKING
 
-from ._adjoint import ReversibleAdjoint as ReversibleAdjoint
-from ._brownian import GridBrownianPath as GridBrownianPath
-from ._grid import step_grid as step_grid
-from ._kl import (
-    girsanov_integrand as girsanov_integrand,
-    split_kl as split_kl,
-    with_pathwise_kl as with_pathwise_kl,
-)
-from ._sde import SDE as SDE
-from ._solve import SDESolution as SDESolution, solve as solve
+
+if TYPE_CHECKING:
+    # What type checkers and the API docs see; at run time the same names are loaded
+    # on first use by `__getattr__` below.
+    from ._api import (
+        girsanov_integrand as girsanov_integrand,
+        GridBrownianPath as GridBrownianPath,
+        ReversibleAdjoint as ReversibleAdjoint,
+        SDE as SDE,
+        SDESolution as SDESolution,
+        solve as solve,
+        split_kl as split_kl,
+        step_grid as step_grid,
+        with_pathwise_kl as with_pathwise_kl,
+    )
 
 
 try:
-    __version__ = importlib.metadata.version("sdekit")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = _metadata.version("sdekit")
+except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0+source"
+
+
+def _load_api():
+    # Importing JAX, equinox and diffrax takes seconds; the `sdekit` command imports
+    # this package to answer `--help` and `--version`, which need none of them.
+    return _importlib.import_module("._api", __name__)
+
+
+def __getattr__(name: str):
+    # Private names are submodules being imported (`from . import _families` asks
+    # for the attribute before importing it): never load the API for them.
+    if name.startswith("_"):
+        raise AttributeError(f"module 'sdekit' has no attribute {name!r}")
+    try:
+        value = getattr(_load_api(), name)
+    except AttributeError:
+        raise AttributeError(f"module 'sdekit' has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    public = [name for name in vars(_load_api()) if not name.startswith("_")]
+    return sorted({*(n for n in globals() if not n.startswith("_")), *public} - {"TYPE_CHECKING"})

@@ -1,12 +1,15 @@
 """The `sdekit` command: parse the arguments, call the library, print.
 
-Each subcommand lives in its own module, which provides
+The family jobs (`fit`, `evaluate`, `predict`, `sample`, `logprob`) are routed by
+`_jobs.py` to the family that owns the model or wrote the checkpoint (see
+`sdekit/_families.py`): a new family adds no subcommand. Every other subcommand lives in
+its own module, which provides
 
 - `add_parser(subparsers) -> argparse.ArgumentParser`: adds and returns its parser;
 - `run(args: argparse.Namespace) -> int`: does the work, returns the exit status.
 
-Adding a model family's commands is one module beside `_bench.py` and one line in `SUBCOMMANDS`.
-Subcommand modules import the library inside `run`, so that `sdekit --help` stays quick.
+Nothing here or in a subcommand module imports JAX before `run`, so that `sdekit --help`
+and `sdekit --version` answer at once.
 """
 
 import argparse
@@ -16,11 +19,12 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .. import _families
+from . import _jobs
+
 
 SUBCOMMANDS = (
     "sdekit.cli._bench",
-    "sdekit.cli._fit",
-    "sdekit.cli._evaluate",
     "sdekit.cli._demo",
     "sdekit.cli._hurst",
 )
@@ -54,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         dest="command", metavar="<command>", title="commands", required=True
     )
+    for name in _families.JOB_NAMES:
+        _jobs.add_placeholder(subparsers, name)
     for name in SUBCOMMANDS:
         module = importlib.import_module(name)
         subparser = module.add_parser(subparsers)
@@ -82,8 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     line `sdekit: error: <message>`, or re-raised when the environment sets `SDEKIT_DEBUG=1`),
     2 for a malformed command line (argparse's own message).
     """
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in _families.JOB_NAMES:
+            return _jobs.run(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.run(args) or 0)
     except _USER_ERRORS as error:
         if os.environ.get("SDEKIT_DEBUG", "") not in ("", "0"):

@@ -2,7 +2,6 @@
 one report out, so the command line, notebooks and the benchmark share it."""
 
 import dataclasses
-import json
 import math
 import os
 import pathlib
@@ -15,6 +14,7 @@ import numpy as np
 import optax
 
 from .. import train as _train
+from .._families import read_config
 from ..data import check_missing_rate, load_dataset, load_file
 from ._dynamics import MODELS
 from ._model import LatentModel
@@ -240,12 +240,21 @@ def _report(
     return out
 
 
+FAMILY = "stable"
+
+
+def _stored_config(config: FitConfig) -> dict[str, Any]:
+    # The family name goes first, so that `sdekit evaluate --checkpoint` finds it.
+    return {"family": FAMILY, **dataclasses.asdict(config)}
+
+
 def fit_job(
     config: FitConfig,
     out: str | os.PathLike | None = None,
     *,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train a model on a data set and evaluate it on the test split.
 
@@ -265,6 +274,11 @@ def fit_job(
     """
     start = time.perf_counter()
     config = config.checked()
+    out = default_out(config) if out is None else os.fspath(out)
+    # Refuse a directory in the way before any work (data loading included).
+    _train.check_checkpoint_dir(
+        out, resume=resume, overwrite=overwrite, config=_stored_config(config)
+    )
     data = load_job_data(config)
     model = build_model(config, data)
     monitor, mode = _monitor(data.task)
@@ -274,7 +288,6 @@ def fit_job(
     schedule = optax.cosine_decay_schedule(
         config.lr, epochs * steps_per_epoch, alpha=0.05
     )
-    out = default_out(config) if out is None else os.fspath(out)
     result = _train.fit(
         model,
         make_loss(data.task, config.augment),
@@ -289,8 +302,9 @@ def fit_job(
         mode=mode,
         patience=config.patience,
         checkpoint_dir=out,
-        config=dataclasses.asdict(config),
+        config=_stored_config(config),
         resume=resume,
+        overwrite=overwrite,
         progress=progress,
         checkpoint_every=max(1, min(25, epochs // 4)),
     )
@@ -306,6 +320,7 @@ def fit_job(
         seconds=round(time.perf_counter() - start, 2),
         checkpoint=out,
     )
+    _train.save_report(out, report)
     return report
 
 
@@ -317,17 +332,17 @@ def evaluate_job(checkpoint: str | os.PathLike) -> dict[str, Any]:
     **Returns:** the report of `fit_job` without the training fields.
     """
     path = pathlib.Path(checkpoint)
-    config_file = path / "config.json"
-    if not config_file.is_file():
+    stored = read_config(path)
+    family = stored.pop("family", FAMILY)
+    if family != FAMILY:
         raise ValueError(
-            f"{path} is not a checkpoint of `sdekit fit` (no config.json); pass the "
-            "directory that `sdekit fit --out` wrote."
+            f"{path} holds a checkpoint of the {family} family, not of the stable "
+            "neural SDEs; use `sdekit evaluate --checkpoint` to evaluate any family."
         )
     try:
-        stored = json.loads(config_file.read_text())
         config = FitConfig(**stored).checked()
-    except (TypeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{config_file} is not a `sdekit fit` config: {e}") from None
+    except TypeError as e:
+        raise ValueError(f"{path / 'config.json'} is not a stable-family config: {e}") from None
     data = load_job_data(config)
     like = build_model(config, data)
     model = _train.load_model(path, like)
