@@ -36,11 +36,32 @@ def test_mask_reproducible_and_per_channel():
     assert np.mean(a[:, :, 0] == a[:, :, 1]) < 0.8
 
 
-@pytest.mark.parametrize("rate", [0.0, 0.5, 0.7, 0.99])
-def test_mask_keeps_a_point_per_channel(rate):
+@pytest.mark.parametrize("rate", [0.0, 0.5, 0.7, 0.8])
+def test_mask_keeps_two_points_per_channel(rate):
     mask = sd.missing_mask((5, 7, 2), rate, seed=0)
-    assert np.all((~mask).sum(axis=1) >= 1)
+    assert np.all((~mask).sum(axis=1) >= 2)
     assert np.all(mask.sum(axis=1) == int(np.floor(rate * 7)))
+
+
+@pytest.mark.parametrize(("rate", "length"), [(0.999, 20), (0.95, 20), (0.9, 7)])
+def test_rate_that_leaves_one_point_is_refused(rate, length):
+    # (length - 2) / length is the largest rate that keeps two points.
+    kept = length - int(np.floor(rate * length))
+    with pytest.raises(ValueError) as error:
+        sd.missing_mask((3, length, 2), rate, seed=0)
+    text = str(error.value)
+    assert f"keeps {kept} of the {length} time points" in text
+    assert sd.format_missing_rate((length - 2) / length) in text
+    sd.missing_mask((3, length, 2), (length - 2) / length, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("rate", "text"),
+    [(0.0, "0%"), (0.3, "30%"), (0.5, "50%"), (0.999, "99.9%"), (0.9999, "99.99%")],
+)
+def test_missing_rate_is_reported_exactly(rate, text):
+    # Not "100% missing" for 0.999 (issue 10).
+    assert sd.format_missing_rate(rate) == text
 
 
 @pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, "half", None])
@@ -159,6 +180,28 @@ def test_npz_round_trip(tmp_path):
     assert np.array_equal(np.array(train.classes)[train.labels], labels[:15])
 
 
+def test_npy_values_and_the_same_missing_tokens_as_every_command(tmp_path):
+    # `sdekit fit --data x.npy`: the values alone (no labels), regular times.
+    values = np.random.default_rng(1).normal(size=(12, 6))
+    values[0, 2] = np.nan
+    np.save(tmp_path / "d.npy", values)
+    train, test = sd.load_file(tmp_path / "d.npy", seed=0)
+    assert train.num_series + test.num_series == 12 and train.num_channels == 1
+    assert train.labels is None and np.allclose(train.times, np.arange(6))
+    both = np.concatenate([train.values, test.values])[..., 0]
+    assert np.isnan(both).sum() == 1
+    # The long CSV reads every missing token of the shared reader.
+    rows = ["series,time,x"] + [
+        f"s{s},{t},{token if t == 1 else s + t}"
+        for s, token in enumerate(sorted(sd.MISSING_TOKENS))
+        for t in range(3)
+    ]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    train, test = sd.load_file(tmp_path / "d.csv", seed=0)
+    both = np.concatenate([train.values, test.values])[..., 0]
+    assert np.isnan(both[:, 1]).all() and not np.isnan(both[:, [0, 2]]).any()
+
+
 def test_per_series_times_go_on_the_union_grid(tmp_path):
     times = np.array([[0.0, 1.0, 3.0], [0.0, 2.0, np.nan]])
     values = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, np.nan]])
@@ -192,9 +235,12 @@ def test_csv_long_format(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("time,x\n0,1\n", "'series' and 'time'"),
-        ("series,time,x\na,0,1\na,1,oops\n", "not a number"),
+        ("time,x\n0,1\n", "long format"),
+        ("series,time,x\na,0,1\na,1,oops\n", "line 3, column 3 .'x'.: 'oops' is not"),
+        ("series,time,x\na,0,1\na,NA,2\n", "line 3: the time is missing"),
+        ("1,2\n3,4\n", "long format, a header row 'series,time,'"),
         ("series,time,x,label\na,0,1,u\na,1,2,v\n", "label"),
+        ("series,time,x\na,0,1\nb,1\n", "line 3 has 2 fields but line 1 has 3"),
         ("series,time,x\na,0,1\na,0,2\n", "same time"),
         ("series,time,x\na,0,1,7\n", "fields"),
         ("", "empty"),
@@ -208,8 +254,12 @@ def test_malformed_csv(tmp_path, content, message):
 
 
 def test_malformed_npz_and_paths(tmp_path):
-    with pytest.raises(ValueError, match="`values`"):
+    with pytest.raises(ValueError, match=r"lacks values .*\(its arrays: x\)"):
         sd.load_file(_write_npz(tmp_path / "a.npz", x=np.zeros((3, 4))))
+    with pytest.raises(ValueError, match="has unknown time .* optional: times"):
+        sd.load_file(
+            _write_npz(tmp_path / "t.npz", values=np.zeros((3, 4)), time=np.arange(4))
+        )
     with pytest.raises(ValueError, match="shape"):
         sd.load_file(_write_npz(tmp_path / "b.npz", values=np.zeros(5)))
     with pytest.raises(ValueError, match="one label per series"):
@@ -227,10 +277,10 @@ def test_malformed_npz_and_paths(tmp_path):
     with pytest.raises(ValueError, match="not a readable NPZ"):
         (tmp_path / "e.npz").write_text("not a zip")
         sd.load_file(tmp_path / "e.npz")
-    with pytest.raises(ValueError, match="unsupported file type"):
+    with pytest.raises(ValueError, match="unknown file type '.json'; use .npy, .npz"):
         (tmp_path / "f.json").write_text(json.dumps({}))
         sd.load_file(tmp_path / "f.json")
-    with pytest.raises(ValueError, match="No such data file"):
+    with pytest.raises(ValueError, match="--data file .*missing.npz not found"):
         sd.load_file(tmp_path / "missing.npz")
 
 

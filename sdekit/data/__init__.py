@@ -10,6 +10,7 @@ from ._files import load_file as load_file
 from ._masks import (
     check_missing_rate as check_missing_rate,
     drop_observations as drop_observations,
+    format_missing_rate as format_missing_rate,
     missing_mask as missing_mask,
     validation_split as validation_split,
 )

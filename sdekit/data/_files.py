@@ -1,4 +1,9 @@
-"""Users' own time series from an NPZ or CSV file.
+"""Users' own time series from an NPY, NPZ or CSV file, read by sdekit's one reader
+([`sdekit.data.read_array`][]; the same missing-value tokens and errors everywhere).
+
+**NPY** (`numpy.save`): the values alone, `(n, length, channels)` or `(n, length)`,
+NaN where missing, at times `0, 1, ..., length - 1`, without labels (a task that
+needs none: interpolation or forecasting).
 
 **NPZ** (`numpy.savez`): keys
 
@@ -10,21 +15,29 @@
 - `split` (optional): `(n,)` strings `"train"` / `"test"`.
 
 **CSV** (long format, one row per series and time, a header line):
-`series,time,<channel columns...>[,label][,split]`. Empty cells or `nan` are
-missing values; the label and split must be the same on every row of a series.
+`series,time,<channel columns...>[,label][,split]`. Empty cells, `nan` and the other
+[`sdekit.data.MISSING_TOKENS`][] are missing values; the label and split must be the
+same on every row of a series. (`.tsv` is read the same way, tab-separated.)
 
 Series with their own times are put on the union of all times (NaN elsewhere), which
 is how [`sdekit.data.TimeSeriesDataset`][] represents irregular sampling. Without a
 `split`, a seeded, stratified quarter of the series becomes the test split.
 """
 
-import csv
 import os
 
 import numpy as np
 
 from ._dataset import TimeSeriesDataset
 from ._masks import validation_split
+from ._read import (
+    column_name,
+    number_error,
+    parse_number,
+    read_array,
+    read_npz,
+    read_table,
+)
 
 
 def _encode_labels(raw, name: str, task: str | None):
@@ -86,13 +99,14 @@ def _union_grid(times: np.ndarray, values: np.ndarray, name: str):
     return grid, out
 
 
-def _finish(values, times, labels, split, name, task, seed):
+def _finish(values, times, labels, split, name, where, task, seed):
+    # `name` names the data set, `where` the file in error messages.
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 2:
         values = values[..., None]
     if values.ndim != 3 or values.shape[0] == 0 or values.shape[1] < 2:
         raise ValueError(
-            f"{name}: `values` must have shape (series, length, channels) or "
+            f"{where}: `values` must have shape (series, length, channels) or "
             f"(series, length) with length >= 2, got shape {values.shape}."
         )
     n, length, _ = values.shape
@@ -100,33 +114,33 @@ def _finish(values, times, labels, split, name, task, seed):
         times = np.arange(length, dtype=np.float64)
     times = np.asarray(times, dtype=np.float64)
     if times.shape == (n, length):
-        times, values = _union_grid(times, values, name)
+        times, values = _union_grid(times, values, where)
     elif times.shape != (length,):
         raise ValueError(
-            f"{name}: `times` must have shape ({length},) or ({n}, {length}), got "
+            f"{where}: `times` must have shape ({length},) or ({n}, {length}), got "
             f"{times.shape}."
         )
     if not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
-        raise ValueError(f"{name}: `times` must be finite and strictly increasing.")
+        raise ValueError(f"{where}: `times` must be finite and strictly increasing.")
     if np.all(np.isnan(values)):
-        raise ValueError(f"{name}: every value is missing.")
+        raise ValueError(f"{where}: every value is missing.")
     classes = None
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (n,):
             raise ValueError(
-                f"{name}: need one label per series ({n}), got shape {labels.shape}."
+                f"{where}: need one label per series ({n}), got shape {labels.shape}."
             )
-        labels, classes = _encode_labels(labels, name, task)
+        labels, classes = _encode_labels(labels, where, task)
     data = TimeSeriesDataset(values, times, labels, classes, name)
     if split is not None:
         split = np.asarray([str(s).strip().lower() for s in split])
         if split.shape != (n,) or not set(split) <= {"train", "test"}:
             raise ValueError(
-                f"{name}: `split` must hold 'train' or 'test' for each of the {n} series."
+                f"{where}: `split` must hold 'train' or 'test' for each of the {n} series."
             )
         if not (split == "train").any():
-            raise ValueError(f"{name}: no series is marked 'train'.")
+            raise ValueError(f"{where}: no series is marked 'train'.")
         train = data.subset(split == "train").replace(name=f"{name}/train")
         if not (split == "test").any():
             return train, None
@@ -135,83 +149,54 @@ def _finish(values, times, labels, split, name, task, seed):
     return train.replace(name=f"{name}/train"), test.replace(name=f"{name}/test")
 
 
-def _read_npz(path, name):
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            keys = set(f.files)
-            if "values" not in keys:
-                raise ValueError(
-                    f"{name}: an NPZ file needs a `values` array (series, length, "
-                    f"channels); found keys {sorted(keys)}."
-                )
-            unknown = keys - {"values", "times", "labels", "split"}
-            if unknown:
-                raise ValueError(
-                    f"{name}: unknown keys {sorted(unknown)}; allowed are values, "
-                    "times, labels, split."
-                )
-            return {k: f[k] for k in keys}
-    except (ValueError, OSError) as e:
-        if isinstance(e, ValueError) and str(e).startswith(name):
-            raise
-        raise ValueError(f"{name}: not a readable NPZ file ({e}).") from None
+def _read_npz(path, what):
+    return read_npz(
+        path, required=("values",), optional=("times", "labels", "split"), what=what
+    )
 
 
-def _number(cell: str, name: str, line: int, column: str) -> float:
-    cell = cell.strip()
-    if cell == "" or cell.lower() in ("nan", "na"):
-        return np.nan
-    try:
-        return float(cell)
-    except ValueError:
+def _read_csv(path, where, what):
+    header, rows = read_table(path, what=what)
+    if header is None or "series" not in header or "time" not in header:
         raise ValueError(
-            f"{name}, line {line}: column {column!r} holds {cell!r}, not a number."
-        ) from None
-
-
-def _read_csv(path, name):
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise ValueError(f"{name}: the file is empty.")
-    header = [h.strip() for h in rows[0]]
-    for required in ("series", "time"):
-        if required not in header:
-            raise ValueError(
-                f"{name}: the CSV header must have columns 'series' and 'time' (then "
-                f"one column per channel, optional 'label' and 'split'); got {header}."
-            )
+            f"{where}: a CSV needs the long format, a header row 'series,time,' then "
+            "one column per channel (optional 'label', 'split') and one row per "
+            f"series and time; got {'no header' if header is None else header}. "
+            "(A plain array of values can be saved as .npy.)"
+        )
     channels = [h for h in header if h not in ("series", "time", "label", "split")]
     if not channels:
-        raise ValueError(f"{name}: the CSV has no value columns besides {header}.")
+        raise ValueError(f"{where}: the CSV has no value columns besides {header}.")
     col = {h: i for i, h in enumerate(header)}
-    series: dict[str, dict] = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise ValueError(
-                f"{name}, line {line}: {len(row)} fields where the header has "
-                f"{len(header)}."
+
+    def number(row, line, column):
+        value = parse_number(row[col[column]])
+        if value is None:
+            raise number_error(
+                path, what, line, column_name(header, col[column]), row[col[column]]
             )
+        return value
+
+    series: dict[str, dict] = {}
+    for line, row in rows:
         key = row[col["series"]].strip()
         entry = series.setdefault(key, {"t": [], "x": [], "label": None, "split": None})
-        t = _number(row[col["time"]], name, line, "time")
+        t = number(row, line, "time")
         if not np.isfinite(t):
-            raise ValueError(f"{name}, line {line}: the time is missing.")
+            raise ValueError(
+                f"{where}, line {line}: the time is missing; every row needs its time."
+            )
         entry["t"].append(t)
-        entry["x"].append([_number(row[col[c]], name, line, c) for c in channels])
+        entry["x"].append([number(row, line, c) for c in channels])
         for extra in ("label", "split"):
             if extra in col:
                 value = row[col[extra]].strip()
                 if entry[extra] is not None and entry[extra] != value:
                     raise ValueError(
-                        f"{name}, line {line}: series {key!r} has {extra} {value!r} "
+                        f"{where}, line {line}: series {key!r} has {extra} {value!r} "
                         f"here but {entry[extra]!r} on an earlier row."
                     )
                 entry[extra] = value
-    if not series:
-        raise ValueError(f"{name}: the CSV has a header but no rows.")
     length = max(len(e["t"]) for e in series.values())
     n = len(series)
     times = np.full((n, length), np.nan)
@@ -221,7 +206,7 @@ def _read_csv(path, name):
         t = np.asarray(entry["t"])[order]
         if np.any(np.diff(t) == 0):
             raise ValueError(
-                f"{name}: series {list(series)[i]!r} has two rows with the same time."
+                f"{where}: series {list(series)[i]!r} has two rows with the same time."
             )
         times[i, : len(t)] = t
         values[i, : len(t)] = np.asarray(entry["x"])[order]
@@ -238,39 +223,45 @@ def _read_csv(path, name):
 
 
 def load_file(
-    path: str | os.PathLike, task: str | None = None, seed: int = 0
+    path: str | os.PathLike,
+    task: str | None = None,
+    seed: int = 0,
+    *,
+    what: str = "--data",
 ) -> tuple[TimeSeriesDataset, TimeSeriesDataset | None]:
-    """Read a user's NPZ or CSV file (format in this module's docstring).
+    """Read a user's NPY, NPZ or CSV file (formats in this module's docstring)
+    through sdekit's one reader ([`sdekit.data.read_array`][],
+    [`sdekit.data.read_npz`][], [`sdekit.data.read_table`][]).
 
     **Arguments:**
 
-    - `path`: a `.npz` or `.csv` file.
+    - `path`: a `.npy`, `.npz` or `.csv` (`.tsv`, `.txt`) file.
     - `task`: `"classification"` or `"regression"` to say how to read numeric labels
         (default: integers are classes, other numbers regression targets).
     - `seed`: seeds the test split when the file has no `split`.
+    - `what`: how error messages name the file's role (the command-line option).
 
     **Returns:** `(train, test)`; `test` is `None` when `split` marks no test series.
     """
     path = os.fspath(path)
     name = os.path.basename(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"No such data file: {path}")
+    where = f"{what} file {path}" if what else f"file {path}"
     suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".npz":
-        raw = _read_npz(path, name)
-    elif suffix == ".csv":
-        raw = _read_csv(path, name)
+    if suffix == ".npz" and os.path.isfile(path):
+        raw = _read_npz(path, what)
+    elif suffix in (".csv", ".tsv", ".txt") and os.path.isfile(path):
+        raw = _read_csv(path, where, what)
     else:
-        raise ValueError(
-            f"{name}: unsupported file type {suffix!r}; use .npz or .csv (see the "
-            "format in the docs)."
-        )
+        # An NPY file; read_array also names what is wrong with a missing file or an
+        # unknown file type.
+        raw = {"values": read_array(path, what=what)}
     return _finish(
         raw["values"],
         raw.get("times"),
         raw.get("labels"),
         raw.get("split"),
         name,
+        where,
         task if task in ("classification", "regression") else None,
         seed,
     )

@@ -5,8 +5,14 @@ import numpy as np
 from ._dataset import TimeSeriesDataset
 
 
-def check_missing_rate(rate) -> float:
-    """`rate` as a float in $[0, 1)$, or a `ValueError` saying what is allowed."""
+def check_missing_rate(rate, length: int | None = None) -> float:
+    """`rate` as a float in $[0, 1)$, or a `ValueError` saying what is allowed.
+
+    With `length` (the number of time points of a series), also refuse a rate that
+    would leave a channel fewer than 2 observed points ([`sdekit.data.missing_mask`][]
+    drops `floor(rate * length)` of them): one point carries no dynamics, and the
+    control path needs two.
+    """
     try:
         value = float(rate)
     except (TypeError, ValueError):
@@ -18,7 +24,25 @@ def check_missing_rate(rate) -> float:
             f"The missing rate must be in [0, 1) (the fraction of points each channel "
             f"drops), got {rate!r}."
         )
+    if length is not None:
+        kept = int(length) - int(np.floor(value * length))
+        if kept < 2:
+            # The largest rate that keeps two points: floor(rate * length) <= length - 2.
+            limit = (length - 2) / length
+            raise ValueError(
+                f"A missing rate of {format_missing_rate(value)} keeps {kept} of the "
+                f"{length} time points of each channel; at least 2 are needed, so use "
+                f"a rate of at most {format_missing_rate(limit)}."
+            )
     return value
+
+
+def format_missing_rate(rate: float) -> str:
+    """The rate as an exact percentage for reports: `0.5` -> `"50%"`, `0.999` ->
+    `"99.9%"` (never rounded up to `"100%"`)."""
+    # Ten significant digits: exact for any rate a user types, and free of binary
+    # noise (100 * 0.3 is 30.000000000000004).
+    return f"{100 * float(rate):.10g}%"
 
 
 def missing_mask(
@@ -28,20 +52,20 @@ def missing_mask(
 
     Each channel of each series drops exactly `floor(rate * length)` of its time
     points, chosen uniformly and independently of the other channels (the official
-    code's per-channel protocol), so every channel keeps at least one point for any
-    rate below 1. The same `(shape, rate, seed, stream)` gives the same mask on every
+    code's per-channel protocol); a rate that would keep fewer than 2 points is
+    refused ([`sdekit.data.check_missing_rate`][]). The same `(shape, rate, seed, stream)` gives the same mask on every
     machine (NumPy's PCG64 seeded from `(seed, stream)`).
 
     **Arguments:**
 
     - `shape`: `(n, length, channels)`.
-    - `rate`: the fraction of points to drop, in $[0, 1)$.
+    - `rate`: the fraction of points to drop, in $[0, 1)$, keeping at least 2.
     - `seed`: the user's seed.
     - `stream`: separates independent masks for the same seed (e.g. 0 for the train
         split, 1 for the test split).
     """
-    rate = check_missing_rate(rate)
     n, length, channels = shape
+    rate = check_missing_rate(rate, length)
     drop = int(np.floor(rate * length))
     mask = np.zeros((n, channels, length), dtype=bool)
     if drop == 0:
