@@ -61,6 +61,29 @@ def test_npy_and_csv_give_the_same_estimate(run, tmp_path, series):
     np.testing.assert_allclose(_last_json(out)["hurst"], result["hurst"], rtol=1e-6)
 
 
+def test_two_column_time_value_csv_is_times_and_values(run, tmp_path, series):
+    # A time,value CSV (irregular times, a header) gives the estimate of the same
+    # values with --times.
+    keep = np.sort(np.random.default_rng(2).choice(400, 300, replace=False))
+    times, values = np.arange(400)[keep] * 0.0025, series[keep]
+    rows = ["time,value"] + [
+        f"{float(t)!r},{'NA' if np.isnan(v) else repr(float(v))}"
+        for t, v in zip(times, values)
+    ]
+    (tmp_path / "tv.csv").write_text("\n".join(rows) + "\n")
+    status, out, err = run("--input", str(tmp_path / "tv.csv"), "--json")
+    assert status == 0, err
+    np.save(tmp_path / "v.npy", values)
+    np.save(tmp_path / "t.npy", times)
+    status, out2, _ = run(
+        "--input", str(tmp_path / "v.npy"), "--times", str(tmp_path / "t.npy"), "--json"
+    )
+    assert status == 0
+    one, two = _last_json(out), _last_json(out2)
+    assert one["num_observed"] == two["num_observed"] == int(np.sum(~np.isnan(values)))
+    np.testing.assert_allclose(one["hurst"], two["hurst"], rtol=1e-9)
+
+
 @pytest.mark.slow
 def test_fou_model_reports_drift(run, tmp_path, series):
     npy = tmp_path / "x.npy"
@@ -83,6 +106,10 @@ def test_fou_model_reports_drift(run, tmp_path, series):
         (np.arange(50.0), ("--dt", "0"), "dt must be a positive"),
         (np.arange(50.0), ("--dt", "-2"), "dt must be a positive"),
         (np.zeros((10, 3)), ("--dt", "1"), "one column"),
+        (np.arange(50.0), (), "give --dt (the time step of a regular series) or"),
+        # Two columns whose first is not a time axis: not two series.
+        (np.random.default_rng(0).normal(size=(30, 2)), (), "not strictly increasing"),
+        (np.c_[np.arange(30.0), np.ones(30)], ("--dt", "1"), "drop --dt/--times"),
     ],
 )
 def test_bad_input_is_one_error_line(run, tmp_path, content, args, message):
@@ -101,10 +128,10 @@ def test_unreadable_files_are_one_error_line(run, tmp_path):
     text = tmp_path / "x.csv"
     text.write_text("1.0\nabc\n2.0\n")
     for path, message in (
-        (garbage, "could not read"),
-        (text, "'abc' is not a number"),
+        (garbage, "not a readable NPY file"),
+        (text, "line 2, column 1: 'abc' is not a number"),
         (tmp_path / "missing.npy", "not found"),
-        (tmp_path / "x.parquet", "unsupported"),
+        (tmp_path / "x.parquet", "unknown file type '.parquet'"),
     ):
         if path.suffix == ".parquet":
             path.write_text("x")

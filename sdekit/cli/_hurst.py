@@ -1,15 +1,10 @@
 """`sdekit hurst`: estimate the Hurst index of a one-dimensional series from a file."""
 
 import argparse
-import csv
 import json
 import math
-import os
 import time
 import warnings
-
-
-_MISSING = {"", "nan", "na", "n/a", "null", "none", "-"}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -17,8 +12,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "hurst",
         help="estimate the Hurst index of a series (fBM or fractional OU model)",
         description=(
-            "Estimate the Hurst index H of a one-dimensional series, read from an NPY "
-            "or CSV file (one column; NaN or empty cells are missing values), by "
+            "Estimate the Hurst index H of a one-dimensional series, read from an NPY, "
+            "NPZ or CSV file (one column of values with --dt or --times, or two "
+            "columns time,value; NaN or empty cells are missing values), by "
             "maximising the exact likelihood of a fractional Brownian motion (fbm) or "
             "fractional Ornstein-Uhlenbeck (fou) model with observation noise, "
             "computed by a Kalman filter on Markov-approximate fBM. See "
@@ -26,16 +22,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--input", required=True, metavar="FILE", help="the series (.npy or .csv)"
+        "--input",
+        required=True,
+        metavar="FILE",
+        help="the series (.npy, .npz with one array, .csv with or without a header): "
+        "one column of values, or two columns time,value",
     )
-    spacing = parser.add_mutually_exclusive_group(required=True)
+    spacing = parser.add_mutually_exclusive_group()
     spacing.add_argument(
-        "--dt", type=float, metavar="DT", help="time step of a regular series"
+        "--dt",
+        type=float,
+        metavar="DT",
+        help="time step of a regular series (for a file of values only)",
     )
     spacing.add_argument(
         "--times",
         metavar="FILE",
-        help="observation times (.npy or .csv), strictly increasing, one per value",
+        help="observation times (a file like --input), strictly increasing, one per "
+        "value",
     )
     parser.add_argument(
         "--model",
@@ -79,83 +83,53 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _read_column(path: str, what: str):
-    """A one-dimensional float array from an .npy or .csv file (empty or NaN cells:
-    NaN)."""
+def _series(args) -> tuple:
+    """`(values, times)` from `--input` (and `--times`): one column of values, or
+    two columns time,value."""
     import numpy as np
 
-    if not os.path.isfile(path):
-        raise ValueError(f"{what} file not found: {path}")
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".npy":
-        try:
-            values = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
+    from sdekit.data import read_array
+
+    values = read_array(args.input, what="--input")
+    where = f"--input file {args.input}"
+    if values.ndim == 2 and values.shape[1] == 2 and values.shape[0] > 2:
+        times, values = values[:, 0], values[:, 1]
+        if not (np.all(np.isfinite(times)) and np.all(np.diff(times) > 0)):
             raise ValueError(
-                f"could not read {what} file {path} as NPY: {error}"
-            ) from None
-        try:
-            values = np.asarray(values, np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} file {path} does not hold numbers") from None
-    elif suffix in (".csv", ".txt"):
-        values = _read_csv(path, what)
-    else:
-        raise ValueError(
-            f"unsupported {what} file type {suffix or '(none)'!r} for {path}; use .npy "
-            "or .csv"
-        )
-    values = np.squeeze(values)
-    if values.ndim == 0:
-        values = values.reshape(1)
+                f"{where} has two columns, but the first is not strictly increasing "
+                "times; give one series: one column of values (with --dt or --times), "
+                "or two columns time,value"
+            )
+        if args.dt is not None or args.times is not None:
+            raise ValueError(
+                f"{where} has two columns, time and value, so its times are used; "
+                "drop --dt/--times (or give only the values column)"
+            )
+        return values, times
+    # One column, or one row (a series written across).
+    if values.ndim == 2 and 1 in values.shape:
+        values = values.reshape(-1)
     if values.ndim != 1:
         raise ValueError(
-            f"{what} file {path} holds an array of shape {values.shape}; expected one "
-            "column (or one row) of numbers"
+            f"{where} holds an array of shape {values.shape}; expected one column of "
+            "values (with --dt or --times), or two columns time,value"
         )
-    return values
-
-
-def _read_csv(path: str, what: str):
-    import numpy as np
-
-    try:
-        with open(path, newline="") as f:
-            # A blank line is a missing value (an empty cell), except at the end.
-            rows = [row or [""] for row in csv.reader(f)]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"could not read {what} file {path}: {error}") from None
-    while rows and not any(cell.strip() for cell in rows[-1]):
-        rows.pop()
-    if not rows:
-        raise ValueError(f"{what} file {path} is empty")
-    widths = {len(row) for row in rows}
-    if len(rows) == 1 and len(rows[0]) > 1:
-        rows = [[cell] for cell in rows[0]]  # one row: a series written across
-    elif widths != {1}:
-        raise ValueError(
-            f"{what} file {path} has {max(widths)} columns; expected one column of numbers"
-        )
-
-    def parse(cell: str, line: int) -> float:
-        cell = cell.strip()
-        if cell.lower() in _MISSING:
-            return math.nan
-        try:
-            return float(cell)
-        except ValueError:
+    if args.times is not None:
+        times = read_array(args.times, what="--times")
+        if times.ndim == 2 and 1 in times.shape:
+            times = times.reshape(-1)
+        if times.ndim != 1:
             raise ValueError(
-                f"{what} file {path}, line {line}: {cell!r} is not a number"
-            ) from None
-
-    cells = [row[0] for row in rows]
-    start = 0
-    try:
-        float(cells[0].strip() or "nan")
-    except ValueError:
-        start = 1  # a header
-    values = [parse(cell, i + 1) for i, cell in enumerate(cells) if i >= start]
-    return np.asarray(values, np.float64)
+                f"--times file {args.times} holds an array of shape {times.shape}; "
+                "expected one column of times"
+            )
+        return values, times
+    if args.dt is None:
+        raise ValueError(
+            f"{where} holds values only; give --dt (the time step of a regular series) "
+            "or --times FILE (the observation times), or write two columns time,value"
+        )
+    return values, None
 
 
 def _format(result: dict) -> str:
@@ -183,16 +157,15 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     # XLA sets flush-to-zero on the CPU, which makes NumPy warn on float64 limits.
     warnings.filterwarnings("ignore", message="The value of the smallest subnormal")
-    from sdekit.fractional import estimate_hurst, hurst_posterior
-
     if args.components < 2:
         raise ValueError(f"--components must be at least 2, got {args.components}")
     if args.dt is not None and not (math.isfinite(args.dt) and args.dt > 0):
         raise ValueError(f"--dt must be a positive number, got {args.dt}")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be positive, got {args.num_samples}")
-    ys = _read_column(args.input, "input")
-    times = _read_column(args.times, "times") if args.times is not None else None
+    ys, times = _series(args)
+    from sdekit.fractional import estimate_hurst, hurst_posterior
+
     obs_noise = {"auto": "auto", "yes": True, "no": False}[args.obs_noise]
     options = dict(dt=args.dt, times=times, model=args.model, obs_noise=obs_noise)
     if args.posterior:
