@@ -8,6 +8,10 @@
 - `python tests/_train_script.py sharded --out FILE`: under
   `XLA_FLAGS=--xla_force_host_platform_device_count=2`, train one problem on two devices
   and on one, and record where the minibatches were placed.
+- `python tests/_train_script.py stress --ckpt DIR --kills N --seed S --out FILE`: fork a
+  child that saves checkpoints into DIR/run in a loop, SIGKILL it after a random delay,
+  check what is on disk, N times. JAX's backend is never started (the trees are NumPy
+  arrays), so forking is safe.
 
 Results go to FILE as JSON. The test module also imports the problem definitions.
 """
@@ -176,15 +180,178 @@ def _sharded(args) -> dict:
     return results
 
 
+def _stress_trees(epoch: int) -> tuple[dict, dict]:
+    # About 0.5 MB a save, so that a kill can land inside the writing of a file.
+    model = {"w": np.full((256, 256), epoch, np.float32), "b": np.full(7, epoch)}
+    opt_state = {"m": np.full((128, 256), -epoch, np.float32), "count": np.int32(epoch)}
+    return model, opt_state
+
+
+class _Checker:
+    """A forked child that loads the checkpoint whenever asked, and answers in JSON.
+
+    Loading starts JAX's backend (threads), and forking a process that runs one is
+    unsafe; so loading happens here, once forked, and the process that forks the savers
+    never loads anything itself.
+    """
+
+    def __init__(self, ckpt):
+        request_read, self._requests = os.pipe()
+        self._answers, answer_write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(self._requests)
+            os.close(self._answers)
+            with os.fdopen(request_read) as requests, os.fdopen(answer_write, "w") as out:
+                for line in requests:
+                    try:
+                        answer = {"epoch": _check_stress_checkpoint(ckpt, int(line))}
+                    except BaseException as e:  # every failure goes back to the parent
+                        answer = {"error": repr(e)}
+                    out.write(json.dumps(answer) + "\n")
+                    out.flush()
+            os._exit(0)
+        os.close(request_read)
+        os.close(answer_write)
+        self._answer_lines = os.fdopen(self._answers)
+
+    def epoch(self, previous: int) -> int:
+        os.write(self._requests, f"{previous}\n".encode())
+        answer = json.loads(self._answer_lines.readline())
+        if "error" in answer:
+            raise AssertionError(answer["error"])
+        return answer["epoch"]
+
+    def close(self) -> None:
+        os.close(self._requests)
+        os.waitpid(self.pid, 0)
+
+
+def _check_stress_checkpoint(ckpt, previous: int) -> int:
+    """Load the checkpoint left by a kill: the old one or a newer one, whole."""
+    from sdekit.train._checkpoint import read_checkpoint
+
+    like_model, like_opt_state = _stress_trees(0)
+    out = read_checkpoint(ckpt, like_model=like_model, like_opt_state=like_opt_state)
+    epoch = out["state"]["epochs_completed"]
+    assert epoch >= previous, (epoch, previous)
+    expected = _stress_trees(epoch)
+    for a, b in zip(
+        jax.tree_util.tree_leaves((out["model"], out["opt_state"])),
+        jax.tree_util.tree_leaves(expected),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert (out["best_model"] is not None) == bool(epoch % 2)
+    assert out["config"] == {"epoch_parity": epoch % 2}
+    return epoch
+
+
+def _stress(args) -> dict:
+    import pathlib
+    import time
+
+    from sdekit.train._checkpoint import _GENERATION_FILE, save_checkpoint
+
+    rng = np.random.default_rng(args.seed)
+    root = pathlib.Path(args.ckpt)
+    ckpt = root / "run"
+
+    def save(epoch: int) -> None:
+        model, opt_state = _stress_trees(epoch)
+        save_checkpoint(
+            ckpt,
+            model=model,
+            opt_state=opt_state,
+            best_model=model if epoch % 2 else None,
+            state={"epochs_completed": epoch},
+            config={"epoch_parity": epoch % 2},
+        )
+
+    def snapshot() -> dict[str, bytes]:
+        return {
+            str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and not (p.parent == ckpt and p.name != "notes.txt")
+        }
+
+    # A first checkpoint, then the user's things around it (and one inside it) that no
+    # save may touch: the names the old design used for its siblings among them.
+    save(0)
+    for path in [
+        root / "run.old" / "thesis.tex",
+        root / "run.tmp" / "data.csv",
+        root / "run.old.txt",
+        root / "existing.txt.old",
+        ckpt / "notes.txt",
+    ]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.bytes(64))
+    users = snapshot()
+    root_listing = sorted(p.name for p in root.iterdir())
+
+    start = time.perf_counter()
+    for epoch in range(1, 4):
+        save(epoch)
+    save_seconds = (time.perf_counter() - start) / 3
+    current = 3
+
+    outcomes = dict(unchanged=0, advanced=0, before_commit=0, before_clean_up=0)
+    checker = _Checker(ckpt)
+    for _ in range(args.kills):
+        pid = os.fork()
+        if pid == 0:
+            # The child: save one epoch after another until killed.
+            try:
+                epoch = current + 1
+                while True:
+                    save(epoch)
+                    epoch += 1
+            finally:
+                os._exit(0)
+        time.sleep(rng.uniform(0.0, 2.5 * save_seconds))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+        epoch = checker.epoch(current)
+        # Nothing of the user's was touched, and nothing new appeared beside the run.
+        assert snapshot() == users
+        assert sorted(p.name for p in root.iterdir()) == root_listing
+        # Where the kill landed: before a commit (files of a newer generation than
+        # state.json names), or after one and before its clean-up (older ones).
+        outcomes["advanced" if epoch > current else "unchanged"] += 1
+        committed = json.loads((ckpt / "state.json").read_text())["generation"]
+        generations = {
+            int(m.group(2)) for m in map(_GENERATION_FILE.match, os.listdir(ckpt)) if m
+        }
+        outcomes["before_commit"] += any(g > committed for g in generations)
+        outcomes["before_clean_up"] += any(g < committed for g in generations)
+        current = epoch
+
+    checker.close()
+    # The next save after all that cleans up after the killed ones.
+    save(current + 1)
+    out_names = sorted(os.listdir(ckpt))
+    return {
+        "outcomes": outcomes,
+        "final_listing": out_names,
+        "final_epoch": current + 1,
+        "save_seconds": save_seconds,
+        "users_intact": snapshot() == users,
+    }
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["resume", "sharded"])
+    parser.add_argument("command", choices=["resume", "sharded", "stress"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--ckpt")
     parser.add_argument("--kill-after", type=int, default=None)
     parser.add_argument("--reference", action="store_true")
+    parser.add_argument("--kills", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    out = _resume(args) if args.command == "resume" else _sharded(args)
+    out = {"resume": _resume, "sharded": _sharded, "stress": _stress}[args.command](args)
     with open(args.out, "w") as f:
         json.dump(out, f)
 

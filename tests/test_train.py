@@ -15,7 +15,7 @@ import optax
 import pytest
 from _train_script import LinearModel, mse_loss, shift_problem
 
-from sdekit.train import fit, load_checkpoint, load_model, save_checkpoint
+from sdekit.train import fit
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -225,136 +225,8 @@ def test_step_compiles_once():
 
 
 #
-# Checkpoints
+# Resuming
 #
-
-
-def _opt_state(model):
-    optimizer = optax.adam(1e-3)
-    params = eqx.filter(model, eqx.is_inexact_array)
-    state = optimizer.init(params)
-    # One update, so that a freshly initialised state would not pass for it.
-    grads = jtu.tree_map(jnp.ones_like, params)
-    return optimizer.update(grads, state, params)[1]
-
-
-def test_checkpoint_round_trip(tmp_path):
-    directory = tmp_path / "ckpt"
-    model, best = _mlp(8, seed=0), _mlp(8, seed=1)
-    opt_state = _opt_state(model)
-    state = {"epochs_completed": 3, "history": [{"loss": 0.5}], "best_epoch": 1}
-    config = {"width": 8, "name": "mlp", "lr": [1e-3, 1e-4]}
-    save_checkpoint(
-        directory,
-        model=model,
-        opt_state=opt_state,
-        state=state,
-        config=config,
-        best_model=best,
-    )
-    assert sorted(os.listdir(directory)) == [
-        "best_model.eqx",
-        "config.json",
-        "model.eqx",
-        "opt_state.eqx",
-        "state.json",
-    ]
-    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
-    assert json.loads((directory / "config.json").read_text()) == config
-
-    like_model = _mlp(8, seed=2)
-    like_opt_state = optax.adam(1e-3).init(eqx.filter(like_model, eqx.is_inexact_array))
-    loaded = load_checkpoint(
-        directory, like_model=like_model, like_opt_state=like_opt_state
-    )
-    _assert_trees_equal(loaded[0], model)
-    _assert_trees_equal(loaded[1], opt_state)
-    assert loaded[2] == state and loaded[3] == config
-    _assert_trees_equal(load_model(directory, like_model), best)
-    _assert_trees_equal(load_model(directory, like_model, best=False), model)
-    # A shape-only `like` is enough.
-    _assert_trees_equal(load_model(directory, eqx.filter_eval_shape(_mlp, 8)), best)
-
-
-def test_checkpoint_mismatch_errors(tmp_path):
-    directory = tmp_path / "ckpt"
-    model = _mlp(8)
-    save_checkpoint(directory, model=model, opt_state=_opt_state(model), state={})
-    with pytest.raises(ValueError, match=r"layers\[0\]\.weight") as info:
-        load_model(directory, _mlp(9))
-    assert "(8, 3)" in str(info.value) and "(9, 3)" in str(info.value)
-    with pytest.raises(FileNotFoundError, match="No complete checkpoint"):
-        load_model(tmp_path / "elsewhere", model)
-
-
-def _save(directory, model, epoch):
-    save_checkpoint(
-        directory,
-        model=model,
-        opt_state=_opt_state(model),
-        state={"epochs_completed": epoch},
-        config={"epoch": epoch},
-    )
-
-
-def _load(directory):
-    like = _mlp(8, seed=9)
-    return load_checkpoint(directory, like_model=like, like_opt_state=_opt_state(like))
-
-
-def test_checkpoint_crash_before_swap_keeps_previous(tmp_path, monkeypatch):
-    directory = tmp_path / "ckpt"
-    previous, new = _mlp(8, seed=0), _mlp(8, seed=1)
-    _save(directory, previous, 1)
-
-    def crash(src, dst):
-        raise OSError("simulated crash")
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="simulated crash"):
-        _save(directory, new, 2)
-    monkeypatch.undo()
-    # The new checkpoint was written in full beside the previous one, which still loads.
-    assert (tmp_path / "ckpt.tmp" / "state.json").is_file()
-    model, opt_state, state, config = _load(directory)
-    _assert_trees_equal(model, previous)
-    _assert_trees_equal(opt_state, _opt_state(previous))
-    assert state == {"epochs_completed": 1} and config == {"epoch": 1}
-
-    # The next save clears the leftovers and lands.
-    _save(directory, new, 3)
-    model, _, state, _ = _load(directory)
-    _assert_trees_equal(model, new)
-    assert state == {"epochs_completed": 3}
-    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
-
-
-def test_checkpoint_crash_between_renames_recovers(tmp_path, monkeypatch):
-    directory = tmp_path / "ckpt"
-    previous, new = _mlp(8, seed=0), _mlp(8, seed=1)
-    _save(directory, previous, 1)
-    real_replace, calls = os.replace, []
-
-    def second_call_crashes(src, dst):
-        calls.append((src, dst))
-        if len(calls) == 2:
-            raise OSError("simulated crash")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", second_call_crashes)
-    with pytest.raises(OSError, match="simulated crash"):
-        _save(directory, new, 2)
-    monkeypatch.undo()
-    assert not directory.exists()
-    # The complete new copy in `.tmp` is preferred to the previous one in `.old`...
-    model, _, state, _ = _load(directory)
-    _assert_trees_equal(model, new)
-    assert state == {"epochs_completed": 2}
-    # ... but one without its final `state.json` is incomplete and skipped.
-    (tmp_path / "ckpt.tmp" / "state.json").unlink()
-    model, _, state, _ = _load(directory)
-    _assert_trees_equal(model, previous)
-    assert state == {"epochs_completed": 1}
 
 
 def test_fit_resume_in_process(tmp_path):
@@ -386,11 +258,11 @@ def test_fit_resume_in_process(tmp_path):
 
     # Asking for more epochs continues the run, as if it had never stopped.
     longer = fit(model, mse_loss, train, **{**kwargs, "epochs": 6})
-    straight = fit(model, mse_loss, train, **{**kwargs, "epochs": 6, "resume": False})
+    straight = fit(model, mse_loss, train, **{**kwargs, "epochs": 6, "overwrite": True})
     _assert_trees_equal(longer.model, straight.model)
     assert longer.epochs_run == 6 and longer.best_epoch == straight.best_epoch
 
-    with pytest.raises(ValueError, match="different `config`"):
+    with pytest.raises(ValueError, match=r"other settings .*config\['lr'\] 0.015 there, 0.1 now"):
         fit(model, mse_loss, train, **{**kwargs, "config": {"lr": 0.1}})
     with pytest.raises(ValueError, match="different `key`"):
         fit(model, mse_loss, train, **{**kwargs, "key": jr.key(2), "epochs": 7})

@@ -17,15 +17,19 @@ import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from ._checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
-from ._progress import epoch_bar, postfix
+from ._checkpoint import describe_run, read_checkpoint, save_checkpoint
+from ._checkpoint_dir import ARGUMENTS, plan_checkpoint_dir
+from ._distributed import is_main_process, wait_for_everyone
+from ._interrupted import TrainingInterrupted
+from ._progress import EpochProgress, postfix
 from ._sharding import (
     check_batch_size,
     constrain_replicated,
+    host_local,
     make_mesh,
     num_devices,
     replicate,
-    replicated,
+    replicate_batch,
     shard_batch,
 )
 
@@ -217,7 +221,7 @@ def _default_evaluator(loss_fn: LossFn, batch_size: int, mesh) -> EvalFn:
             if count % num_devices(mesh) == 0:
                 batch = shard_batch(batch, mesh)
             else:
-                batch = jax.device_put(batch, replicated(mesh))
+                batch = replicate_batch(batch, mesh)
             outputs.append(eval_step(model, batch, key, np.uint32(index)))
             weights.append(count)
         return _host_mean(outputs, weights)
@@ -231,6 +235,11 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     if best is None:
         return True
     return value < best if mode == "min" else value > best
+
+
+def _host_copy(tree: PyTree) -> PyTree:
+    # What process 0 can serialise: arrays that span processes as local NumPy copies.
+    return jtu.tree_map(host_local, tree)
 
 
 def fit(
@@ -250,6 +259,7 @@ def fit(
     checkpoint_dir: str | os.PathLike | None = None,
     config: dict[str, Any] | None = None,
     resume: bool = True,
+    overwrite: bool = False,
     progress: bool = True,
     devices: Sequence[jax.Device] | None = None,
     checkpoint_every: int = 1,
@@ -270,10 +280,27 @@ def fit(
     minibatch is split along its leading axis over a one-dimensional mesh with axis
     `"batch"`, the model and optimiser state are replicated, and XLA partitions the
     step. Trainable leaves are `eqx.is_inexact_array`; other leaves are left alone.
+    After [`sdekit.train.init_distributed`][] the mesh spans the devices of every
+    process: each process must call `fit` with the same arguments (the same data), and
+    process 0 alone writes checkpoints and progress.
 
     After each epoch with `valid_data`, the model is evaluated in inference mode
     (`eqx.nn.inference_mode`), the best model by `monitor` is kept, and training stops
     once `patience` epochs pass without improvement (a NaN never improves).
+
+    **Checkpoint directory.** `checkpoint_dir` follows the rule of
+    [`sdekit.train.check_checkpoint_dir`][], checked before any work: a new or empty
+    directory starts a fresh run; a checkpoint of the same run (same `config`, `key`,
+    batch size and number of examples) is continued when `resume=True`; any checkpoint
+    is replaced, at the new run's first save, when `overwrite=True`; a checkpoint
+    without either, a checkpoint of another run with `resume=True`, a file or a
+    directory that is not a checkpoint are refused with a `ValueError`.
+
+    **Interruption.** On Ctrl-C (`KeyboardInterrupt`), `fit` saves the last finished
+    epoch (when it has a `checkpoint_dir` and that epoch was not saved yet) and raises
+    [`sdekit.train.TrainingInterrupted`][], which says where the checkpoint is and how
+    many epochs it holds. The unfinished epoch is lost: its minibatches would not
+    replay identically from a checkpoint taken in its middle.
 
     **Arguments:**
 
@@ -286,7 +313,8 @@ def fit(
     - `optimizer`: an `optax.GradientTransformation` (learning-rate schedules live
         inside it). Defaults to `optax.adamw(1e-3)`.
     - `epochs`: the number of passes over `train_data`.
-    - `batch_size`: examples per step; must be divisible by the number of devices.
+    - `batch_size`: examples per step (over all devices of all processes); must be
+        divisible by the number of devices.
     - `valid_data`: optional validation data, structured like `train_data`.
     - `eval_fn`: optional `eval_fn(model, valid_data, key) -> metrics`, called with
         the model in inference mode and the same key every epoch. Defaults to the mean
@@ -298,15 +326,24 @@ def fit(
     - `checkpoint_dir`: if given, a checkpoint directory written atomically every
         `checkpoint_every` epochs and after the last (see
         [`sdekit.train.save_checkpoint`][]).
-    - `config`: JSON-serialisable configuration stored as `config.json`. A resumed run
-        must pass the same config (or `None`).
-    - `resume`: if `True` and `checkpoint_dir` holds a checkpoint, continue from it
-        (model, optimiser state, epoch, best model, history, early-stopping counter);
-        the result equals that of an uninterrupted run. A finished run is returned as
-        it is. If `False`, start afresh and overwrite the checkpoint.
-    - `progress`: show a tqdm bar over epochs (hidden anyway when not on a terminal).
-    - `devices`: the devices to train on. Defaults to `jax.local_devices()`.
+    - `config`: JSON-serialisable configuration stored with the checkpoint. A resumed
+        run must pass the same config (or `None`).
+    - `resume`: if `True` (default) and `checkpoint_dir` holds a checkpoint of this
+        run, continue from it (model, optimiser state, epoch, best model, history,
+        early-stopping counter); the result equals that of an uninterrupted run. A
+        finished run is returned as it is. With nothing to resume, start afresh.
+    - `overwrite`: start afresh even if `checkpoint_dir` holds a checkpoint (of this
+        run or another), replacing it at the first save. Takes precedence over
+        `resume`.
+    - `progress`: report progress on stderr (see below); `False` prints nothing.
+    - `devices`: the devices to train on. Defaults to `jax.devices()`.
     - `checkpoint_every`: save a checkpoint every this many epochs.
+
+    On a terminal, progress is a tqdm bar that reads `compiling` until the first step
+    has been compiled, then `training`, with rates and estimates that leave the first
+    epoch (and its compilation) out. In a log (stderr not a terminal) it is one plain
+    line per tenth of the run. A line also says when a run is resumed and when early
+    stopping ends it.
 
     **Returns:**
 
@@ -341,6 +378,15 @@ def fit(
             raise ValueError(
                 f"`config` must be JSON-serialisable, but serialising it failed: {e}."
             ) from e
+    plan = "fresh"
+    if checkpoint_dir is not None:
+        plan, _ = plan_checkpoint_dir(
+            checkpoint_dir,
+            resume=resume and not overwrite,
+            overwrite=overwrite,
+            config=config,
+            spelling=ARGUMENTS,
+        )
 
     if num_train > batch_size:
         steps_per_epoch, step_size = num_train // batch_size, batch_size
@@ -368,7 +414,7 @@ def fit(
     start_epoch, history = 0, []
     best_model, best_epoch, best_metric = None, None, None
     since_improvement, stopped_early = 0, False
-    if checkpoint_dir is not None and resume and find_checkpoint(checkpoint_dir):
+    if plan == "resume":
         loaded = read_checkpoint(
             checkpoint_dir, like_model=model, like_opt_state=opt_state
         )
@@ -379,19 +425,13 @@ def fit(
                     f"The checkpoint in {checkpoint_dir} was written by a run with a "
                     f"different `{name}` ({state['run'][name]} vs {value} now), so "
                     "resuming would not continue that run. Pass the original value, "
-                    "or `resume=False` to start afresh."
+                    "or `overwrite=True` to start afresh."
                 )
-        if config is not None and loaded["config"] != config:
-            raise ValueError(
-                f"The checkpoint in {checkpoint_dir} was written with a different "
-                f"`config` ({loaded['config']} vs {config} now). Pass the original "
-                "config, another `checkpoint_dir`, or `resume=False` to start afresh."
-            )
         if state["epochs_completed"] > epochs:
             raise ValueError(
                 f"The checkpoint in {checkpoint_dir} has already run "
                 f"{state['epochs_completed']} epochs, more than `epochs={epochs}`. "
-                "Ask for at least as many epochs, or pass `resume=False`."
+                "Ask for at least as many epochs, or pass `overwrite=True`."
             )
         model = _place(loaded["model"], mesh)
         opt_state = _place(loaded["opt_state"], mesh)
@@ -404,8 +444,9 @@ def fit(
 
     compute = ft.partial(_loss_and_metrics, loss_fn)
 
-    # No buffer donation: the best model kept for early stopping may still hold the
-    # arrays that a later step would otherwise overwrite.
+    # No buffer donation: the best model kept for early stopping, and the snapshot of
+    # the last finished epoch kept for Ctrl-C, may still hold the arrays that a later
+    # step would otherwise overwrite.
     @eqx.filter_jit
     def train_step(model, opt_state, batch, epoch_key, step):
         step_key = jr.fold_in(epoch_key, step)
@@ -423,7 +464,39 @@ def fit(
     else:
         evaluate = lambda m, d, k: _to_floats(eval_fn(m, d, k))  # noqa: E731
 
-    bar = epoch_bar(epochs, start_epoch, progress)
+    main = is_main_process()
+
+    def save(snapshot: tuple) -> None:
+        state, model, opt_state, best_model = snapshot
+        if main:
+            save_checkpoint(
+                checkpoint_dir,
+                model=_host_copy(model),
+                opt_state=_host_copy(opt_state),
+                best_model=None if best_model is None else _host_copy(best_model),
+                config=config,
+                state=state,
+            )
+        # The other processes wait, so that none runs ahead of (or exits before) the
+        # checkpoint that describes it.
+        wait_for_everyone(f"sdekit checkpoint {state['epochs_completed']}")
+
+    reporter = EpochProgress(epochs, start_epoch, progress and main)
+    if plan == "resume":
+        if stopped_early or start_epoch == epochs:
+            reporter.note(
+                f"{checkpoint_dir}: this run has already finished "
+                f"({describe_run(state)}); nothing to train"
+            )
+        else:
+            reporter.note(
+                f"resumed from epoch {start_epoch} of {epochs} in {checkpoint_dir}"
+            )
+    # The epochs that this run's checkpoint holds, and the last finished epoch as
+    # (trainer state, model, optimiser state, best model): what Ctrl-C saves.
+    saved = start_epoch if plan == "resume" else None
+    last = None
+    first_step = True
     try:
         for epoch in range(start_epoch, epochs):
             if stopped_early:
@@ -435,9 +508,14 @@ def fit(
             for step in range(steps_per_epoch):
                 index = perm[step * step_size : (step + 1) * step_size]
                 batch = shard_batch(jtu.tree_map(lambda x: x[index], train_data), mesh)
+                if first_step:
+                    reporter.compiling()
                 model, opt_state, out = train_step(
                     model, opt_state, batch, epoch_key, np.uint32(step)
                 )
+                if first_step:
+                    reporter.compiled()
+                    first_step = False
                 outputs.append(out)
             train_metrics = _host_mean(outputs)
 
@@ -464,39 +542,65 @@ def fit(
                         patience is not None and since_improvement >= patience
                     )
 
-            history.append(
+            # A new list, not an append: the snapshot below must not change later.
+            history = history + [
                 {
                     "epoch": epoch,
                     "train": train_metrics,
                     "valid": valid_metrics,
                     "seconds": time.perf_counter() - start,
                 }
-            )
-            bar.set_postfix(postfix(train_metrics, valid_metrics), refresh=False)
-            bar.update(1)
+            ]
+            state = {
+                "epochs_completed": epoch + 1,
+                "epochs": epochs,
+                "best_epoch": best_epoch,
+                "best_metric": best_metric,
+                "epochs_since_improvement": since_improvement,
+                "stopped_early": stopped_early,
+                "history": history,
+                "run": run,
+            }
+            # One assignment, so that an interrupt sees the old snapshot or the new.
+            last = (state, model, opt_state, best_model)
+            reporter.epoch_done(epoch + 1, postfix(train_metrics, valid_metrics))
+            if stopped_early:
+                best = (
+                    "no epoch gave a number"
+                    if best_epoch is None
+                    else f"the best was epoch {best_epoch + 1} ({monitor} {best_metric:.4g})"
+                )
+                reporter.note(
+                    f"stopped early after epoch {epoch + 1} of {epochs}: validation "
+                    f"{monitor} has not improved for {patience} epochs; {best}"
+                )
 
             done = stopped_early or epoch + 1 == epochs
             if checkpoint_dir is not None and (
                 done or (epoch + 1) % checkpoint_every == 0
             ):
-                save_checkpoint(
-                    checkpoint_dir,
-                    model=model,
-                    opt_state=opt_state,
-                    best_model=best_model,
-                    config=config,
-                    state={
-                        "epochs_completed": epoch + 1,
-                        "best_epoch": best_epoch,
-                        "best_metric": best_metric,
-                        "epochs_since_improvement": since_improvement,
-                        "stopped_early": stopped_early,
-                        "history": history,
-                        "run": run,
-                    },
-                )
+                save(last)
+                saved = epoch + 1
+    except KeyboardInterrupt:
+        reporter.close()
+        if checkpoint_dir is not None and last is not None:
+            if last[0]["epochs_completed"] != saved:
+                try:
+                    save(last)
+                    saved = last[0]["epochs_completed"]
+                except KeyboardInterrupt:
+                    # A second Ctrl-C during that save: the checkpoint saved before
+                    # it is still whole (saves are atomic).
+                    pass
+        if checkpoint_dir is not None and saved is not None:
+            raise TrainingInterrupted(
+                checkpoint_dir=checkpoint_dir, epochs_completed=saved, epochs=epochs
+            ) from None
+        raise TrainingInterrupted(
+            checkpoint_dir=None, epochs_completed=len(history), epochs=epochs
+        ) from None
     finally:
-        bar.close()
+        reporter.close()
 
     return FitResult(
         model=model if best_model is None else best_model,

@@ -3,6 +3,11 @@
 The model and optimiser state are replicated on every device and each minibatch is split
 along its leading axis; the jitted training step is then left to XLA's SPMD partitioner,
 which inserts the all-reduce of the gradients. No `pmap`, no hand-written collectives.
+
+The same code runs on several processes (`jax.distributed`): the mesh then spans every
+process's devices, each process builds only the shards of its own devices (from the same
+host data, which every process holds), and the compiled step is the same program on all
+of them.
 """
 
 from collections.abc import Sequence
@@ -23,14 +28,15 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
     **Arguments:**
 
-    - `devices`: the devices to train on. Defaults to `jax.local_devices()`.
+    - `devices`: the devices to train on. Defaults to `jax.devices()`: every device of
+        every process (those of this process when it runs alone).
 
     **Returns:**
 
     A `jax.sharding.Mesh` over `devices`.
     """
     if devices is None:
-        devices = jax.local_devices()
+        devices = jax.devices()
     devices = list(devices)
     if len(devices) == 0:
         raise ValueError(
@@ -70,20 +76,47 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXIS))
 
 
+def _spans_processes(mesh: Mesh) -> bool:
+    return any(d.process_index != jax.process_index() for d in mesh.devices.flat)
+
+
+def _put(x: Any, sharding: NamedSharding) -> jax.Array:
+    """`x` (the same host value on every process) placed with `sharding`."""
+    if not _spans_processes(sharding.mesh):
+        return jax.device_put(x, sharding)
+    # `device_put` cannot reach other processes' devices; each process builds the
+    # shards of its own devices from its copy of the value.
+    host = np.asarray(host_local(x))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def host_local(x: Any) -> Any:
+    """A replicated array as a value this process can read (a NumPy array when the
+    array spans several processes); anything else unchanged."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0))
+    return x
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Place a copy of every array leaf of `tree` on every device of `mesh`.
 
     Non-array leaves (activation functions, Python flags) are returned unchanged.
     """
     sharding = replicated(mesh)
-    return jtu.tree_map(
-        lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x, tree
-    )
+    return jtu.tree_map(lambda x: _put(x, sharding) if eqx.is_array(x) else x, tree)
+
+
+def replicate_batch(batch: Any, mesh: Mesh) -> Any:
+    """Place a whole (e.g. trailing, indivisible) batch on every device of `mesh`."""
+    sharding = replicated(mesh)
+    return jtu.tree_map(lambda x: _put(x, sharding), batch)
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
     """Place a minibatch with its leading (example) axis split across `mesh`."""
-    return jax.device_put(batch, batch_sharded(mesh))
+    sharding = batch_sharded(mesh)
+    return jtu.tree_map(lambda x: _put(x, sharding), batch)
 
 
 def constrain_replicated(tree: Any, mesh: Mesh) -> Any:
