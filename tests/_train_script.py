@@ -8,6 +8,8 @@
 - `python tests/_train_script.py sharded --out FILE`: under
   `XLA_FLAGS=--xla_force_host_platform_device_count=2`, train one problem on two devices
   and on one, and record where the minibatches were placed.
+- `python tests/_train_script.py interrupt --ckpt DIR --out FILE`: train until SIGINT,
+  with progress on stderr, and record the `TrainingInterrupted` raised.
 - `python tests/_train_script.py stress --ckpt DIR --kills N --seed S --out FILE`: fork a
   child that saves checkpoints into DIR/run in a loop, SIGKILL it after a random delay,
   check what is on disk, N times. JAX's backend is never started (the trees are NumPy
@@ -341,9 +343,38 @@ def _stress(args) -> dict:
     }
 
 
+def _interrupt(args) -> dict:
+    """Train until interrupted (the test sends SIGINT), with progress on stderr."""
+    from sdekit.train import fit, TrainingInterrupted
+
+    model, train, _ = shift_problem(0)
+    try:
+        fit(
+            model,
+            mse_loss,
+            train,
+            key=jr.key(0),
+            optimizer=optax.sgd(1e-3),
+            epochs=100_000,
+            batch_size=16,
+            checkpoint_dir=args.ckpt,
+            checkpoint_every=1000,
+        )
+    except TrainingInterrupted as e:
+        return {
+            "checkpoint_dir": e.checkpoint_dir,
+            "epochs_completed": e.epochs_completed,
+            "epochs": e.epochs,
+            "message": str(e),
+        }
+    return {"finished": True}
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["resume", "sharded", "stress"])
+    parser.add_argument(
+        "command", choices=["resume", "sharded", "stress", "interrupt"]
+    )
     parser.add_argument("--out", required=True)
     parser.add_argument("--ckpt")
     parser.add_argument("--kill-after", type=int, default=None)
@@ -351,7 +382,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    out = {"resume": _resume, "sharded": _sharded, "stress": _stress}[args.command](args)
+    commands = dict(resume=_resume, sharded=_sharded, stress=_stress, interrupt=_interrupt)
+    out = commands[args.command](args)
     with open(args.out, "w") as f:
         json.dump(out, f)
 

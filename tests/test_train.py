@@ -15,7 +15,7 @@ import optax
 import pytest
 from _train_script import LinearModel, mse_loss, shift_problem
 
-from sdekit.train import fit
+from sdekit.train import _fit, fit, load_model, TrainingInterrupted
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -268,6 +268,107 @@ def test_fit_resume_in_process(tmp_path):
         fit(model, mse_loss, train, **{**kwargs, "key": jr.key(2), "epochs": 7})
     with pytest.raises(ValueError, match="already run 6 epochs"):
         fit(model, mse_loss, train, **kwargs)
+
+
+class _InterruptAt:
+    """Stands in for `shard_batch` and raises `KeyboardInterrupt` (what Ctrl-C raises)
+    at its `call`-th call, i.e. inside an epoch, between two steps."""
+
+    def __init__(self, call: int):
+        self.call, self.calls = call, 0
+        self.real = _fit.shard_batch
+
+    def __call__(self, batch, mesh):
+        self.calls += 1
+        if self.calls == self.call:
+            raise KeyboardInterrupt
+        return self.real(batch, mesh)
+
+
+def test_ctrl_c_saves_the_last_finished_epoch_and_resumes_exactly(tmp_path, monkeypatch):
+    model, train, valid = shift_problem(2)
+    run = tmp_path / "run"
+    kwargs = dict(
+        key=jr.key(3),
+        optimizer=optax.adam(0.02),
+        epochs=6,
+        batch_size=16,  # four steps an epoch
+        valid_data=valid,
+        progress=False,
+        checkpoint_every=100,  # so that only the interrupt saves
+    )
+    # Interrupted at the third step of epoch 3 (an epoch places four training batches
+    # and three validation batches): epochs 1 and 2 finished.
+    monkeypatch.setattr(_fit, "shard_batch", _InterruptAt(2 * (4 + 3) + 3))
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(model, mse_loss, train, checkpoint_dir=run, **kwargs)
+    monkeypatch.undo()
+    error = info.value
+    assert isinstance(error, KeyboardInterrupt)
+    assert (error.checkpoint_dir, error.epochs_completed, error.epochs) == (str(run), 2, 6)
+    assert "after epoch 2 of 6" in str(error) and str(run) in str(error)
+    assert json.loads((run / "state.json").read_text())["state"]["epochs_completed"] == 2
+
+    resumed = fit(model, mse_loss, train, checkpoint_dir=run, resume=True, **kwargs)
+    straight = fit(model, mse_loss, train, **kwargs)
+    _assert_trees_equal(resumed.model, straight.model)
+    assert [h["train"] for h in resumed.history] == [h["train"] for h in straight.history]
+
+    # Interrupted again during the save of the epoch after: that save is retried.
+    real_save, calls = _fit.save_checkpoint, []
+
+    def save_interrupted_once(directory, **kwargs):
+        calls.append(kwargs["state"]["epochs_completed"])
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real_save(directory, **kwargs)
+
+    monkeypatch.setattr(_fit, "save_checkpoint", save_interrupted_once)
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(
+            model,
+            mse_loss,
+            train,
+            checkpoint_dir=tmp_path / "b",
+            **{**kwargs, "checkpoint_every": 1},
+        )
+    assert calls == [1, 1] and info.value.epochs_completed == 1
+
+
+def test_ctrl_c_in_the_first_epoch_saves_nothing(tmp_path, monkeypatch):
+    model, train, _ = shift_problem(0)
+    kwargs = dict(key=jr.key(0), epochs=3, batch_size=16, progress=False)
+    monkeypatch.setattr(_fit, "shard_batch", _InterruptAt(2))
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(model, mse_loss, train, checkpoint_dir=tmp_path / "new", **kwargs)
+    assert (info.value.checkpoint_dir, info.value.epochs_completed) == (None, 0)
+    assert "nothing was saved" in str(info.value)
+    assert not (tmp_path / "new").exists()
+
+    # Without a checkpoint directory, the finished epochs are counted, and lost.
+    monkeypatch.setattr(_fit, "shard_batch", _InterruptAt(4 + 1))
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(model, mse_loss, train, **kwargs)
+    assert (info.value.checkpoint_dir, info.value.epochs_completed) == (None, 1)
+    monkeypatch.undo()
+
+    # --overwrite replaces the old run only at the new run's first save: interrupted
+    # before it, the old run is still there, whole.
+    old = fit(model, mse_loss, train, checkpoint_dir=tmp_path / "old", **kwargs)
+    before = (tmp_path / "old" / "state.json").read_bytes()
+    monkeypatch.setattr(_fit, "shard_batch", _InterruptAt(2))
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(
+            model,
+            mse_loss,
+            train,
+            checkpoint_dir=tmp_path / "old",
+            overwrite=True,
+            **{**kwargs, "key": jr.key(1)},
+        )
+    assert info.value.checkpoint_dir is None
+    assert (tmp_path / "old" / "state.json").read_bytes() == before
+    _assert_trees_equal(load_model(tmp_path / "old", model), old.model)
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
