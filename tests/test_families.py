@@ -55,9 +55,7 @@ def toy_family(monkeypatch):
     # The one registration line a new family adds.
     toy = _families.Family("toy", models=("toy-model",), jobs="toy_family_jobs")
     monkeypatch.setattr(_families, "FAMILIES", (*_families.FAMILIES, toy))
-    monkeypatch.setattr(
-        "sdekit.train.enable_compilation_cache", lambda: None, raising=False
-    )
+    monkeypatch.setattr("sdekit.train.enable_compilation_cache", lambda: None)
     monkeypatch.delenv("SDEKIT_DEBUG", raising=False)
     return calls
 

@@ -59,6 +59,20 @@ def _add_shared(parser: argparse.ArgumentParser, name: str) -> None:
             action="store_true",
             help="replace the sdekit checkpoint in --out with a fresh run",
         )
+        cluster = parser.add_argument_group(
+            "several processes (jax.distributed; default: this process alone, or "
+            "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or a "
+            "Slurm or Open MPI launch)"
+        )
+        cluster.add_argument(
+            "--coordinator", metavar="HOST:PORT", help="address of process 0"
+        )
+        cluster.add_argument(
+            "--num-processes", type=int, metavar="N", help="number of processes"
+        )
+        cluster.add_argument(
+            "--process-id", type=int, metavar="I", help="this process's index"
+        )
     else:
         parser.add_argument(
             "--checkpoint",
@@ -170,9 +184,11 @@ def run(name: str, argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     args.family = family.name
 
-    from ..train import enable_compilation_cache
+    from .. import train
 
-    enable_compilation_cache()
+    train.enable_compilation_cache()
+    if name == "fit":
+        train.init_distributed(args.coordinator, args.num_processes, args.process_id)
     try:
         report = job.run(args)
     except KeyboardInterrupt as interrupt:
