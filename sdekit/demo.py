@@ -18,7 +18,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._sde import SDE
 from ._solve import solve
-from .train import fit
+from .train import check_checkpoint_dir, fit, save_report
 
 
 TRUE_PARAMETERS = dict(theta=1.5, mu=0.5, sigma=0.6)
@@ -106,15 +106,34 @@ def ou_demo(
     batch_size: int = 64,
     lr: float = 0.05,
     checkpoint_dir=None,
+    resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
     """Fit `OrnsteinUhlenbeck` to simulated data from a deliberately wrong start.
+
+    The checkpoint directory follows the rule of every `sdekit` command
+    ([`sdekit.train.check_checkpoint_dir`][]): a checkpoint already in `checkpoint_dir`
+    is continued only with `resume=True` (the same seed, paths and learning rate) and
+    replaced only with `overwrite=True`. The finished run's report is saved beside
+    its checkpoint as `report.json`.
 
     **Returns:** a dict with the true and fitted parameters, the validation CRPS of
     both, the relative errors, epochs run and wall time.
     """
     if num_paths < 8:
         raise ValueError(f"`num_paths` must be at least 8, got {num_paths}.")
+    # The keys are the command's flags (`--paths`), so that a resume with other
+    # settings is refused naming them.
+    config = dict(job="ou_demo", seed=seed, paths=num_paths, lr=lr)
+    if checkpoint_dir is not None:
+        check_checkpoint_dir(
+            checkpoint_dir,
+            resume=resume,
+            overwrite=overwrite,
+            config=config,
+            quiet=not progress,
+        )
     start = time.perf_counter()
     key_data, key_fit, key_eval = jr.split(jr.key(seed), 3)
     data = simulate_observations(key_data, num_paths)
@@ -134,8 +153,10 @@ def ou_demo(
         monitor="crps",
         patience=15,
         checkpoint_dir=checkpoint_dir,
+        config=config,
+        resume=resume,
+        overwrite=overwrite,
         progress=progress,
-        config=dict(job="ou_demo", seed=seed, num_paths=num_paths, lr=lr),
     )
     fitted = result.model.parameters
     crps = jax.jit(
@@ -143,7 +164,7 @@ def ou_demo(
             0
         ]
     )
-    return dict(
+    report = dict(
         job="ou_demo",
         seed=seed,
         true=TRUE_PARAMETERS,
@@ -156,3 +177,6 @@ def ou_demo(
         epochs=result.epochs_run,
         seconds=time.perf_counter() - start,
     )
+    if checkpoint_dir is not None:
+        save_report(checkpoint_dir, report)
+    return report

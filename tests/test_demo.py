@@ -45,13 +45,71 @@ def test_demo_rejects_tiny_data():
         ou_demo(num_paths=2, progress=False)
 
 
-def test_demo_command_line(capsys):
+def test_demo_command_line(capsys, tmp_path, monkeypatch):
     import json
+    import shlex
 
     from sdekit.cli import main
+    from sdekit.train import _fit, load_report
 
-    assert main(["demo", "--paths", "64", "--epochs", "3", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run = tmp_path / "run"
+    real_shard_batch = _fit.shard_batch
+
+    def interrupt_at(call: int):
+        calls = []
+
+        def shard_batch(batch, mesh):
+            calls.append(None)
+            if len(calls) == call:
+                raise KeyboardInterrupt  # what Ctrl-C raises
+            return real_shard_batch(batch, mesh)
+
+        return shard_batch
+
+    # Ctrl-C in epoch 2 (one training and one validation batch an epoch: the third
+    # batch is epoch 2's): epoch 1 is saved, and the command that resumes it printed.
+    monkeypatch.setattr(_fit, "shard_batch", interrupt_at(3))
+    argv = ["demo", "--paths", "64", "--epochs", "3", "--out", str(run), "--json"]
+    assert main(argv) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "interrupted after epoch 1 of 3; checkpoint saved in" in err
+    command = shlex.split(err.split("resume with: ")[1])
+    assert command[:2] == ["sdekit", "demo"] and "--resume" in command
+
+    # That command finishes the run; the report lands beside the checkpoint.
+    assert main(command[1:]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
     assert set(out["fitted"]) == {"theta", "mu", "sigma"} and out["epochs"] == 3
+    assert "resumed from epoch 1 of 3" in captured.err
+    assert load_report(run) == out
+
+    # The same command again: refused before any work, naming both ways on (demo used
+    # to resume by default while fit started over; one rule now).
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "epoch 3 of 3, finished" in err and "--resume" in err and "--overwrite" in err
+    with pytest.raises(SystemExit, match="2"):
+        main([*argv, "--resume", "--overwrite"])  # argparse refuses both
+    assert "not allowed with argument" in capsys.readouterr().err
+    # Another seed cannot resume it: the setting is named as a flag.
+    assert main([*argv[:-1], "--seed", "1", "--resume"]) == 1
+    assert "--seed 0 there, 1 now" in capsys.readouterr().err
+    # --overwrite starts afresh, and replaces the old run only at its first save: an
+    # interrupt before that leaves it whole.
+    monkeypatch.setattr(_fit, "shard_batch", interrupt_at(1))
+    assert main([*argv, "--overwrite"]) == 130
+    monkeypatch.undo()
+    assert "nothing was saved" in capsys.readouterr().err
+    assert load_report(run) == out
+
+    # A folder that is not a checkpoint, or a file: refused, untouched.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    for target in [tmp_path / "mine", tmp_path / "mine" / "notes.txt"]:
+        assert main(["demo", "--paths", "64", "--out", str(target), "--overwrite"]) == 1
+        assert "sdekit: error:" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     assert main(["demo", "--paths", "2"]) == 1
     assert "num_paths" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import shlex
+import sys
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,24 +24,63 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--epochs", type=int, default=60, help="maximum epochs (default 60)"
     )
     parser.add_argument(
-        "--out", default=None, help="checkpoint directory (default: none)"
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="checkpoint directory (default: none); an existing run there is never "
+        "replaced unless --resume or --overwrite says so",
+    )
+    run_mode = parser.add_mutually_exclusive_group()
+    run_mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (same settings) instead of starting afresh",
+    )
+    run_mode.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the sdekit checkpoint in --out with a fresh run",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the result as JSON, last line"
     )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress output, only the results"
+    )
     return parser
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    words = ["sdekit", "demo", "--seed", str(args.seed), "--paths", str(args.paths)]
+    words += ["--epochs", str(args.epochs), "--out", str(args.out), "--resume"]
+    return shlex.join(words + (["--json"] if args.json else []))
 
 
 def run(args: argparse.Namespace) -> int:
     from sdekit.demo import ou_demo
+    from sdekit.train import TrainingInterrupted
 
-    result = ou_demo(
-        seed=args.seed,
-        num_paths=args.paths,
-        epochs=args.epochs,
-        checkpoint_dir=args.out,
-        progress=not args.json,
-    )
+    try:
+        result = ou_demo(
+            seed=args.seed,
+            num_paths=args.paths,
+            epochs=args.epochs,
+            checkpoint_dir=args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except TrainingInterrupted as interrupt:
+        if interrupt.checkpoint_dir is None:
+            print(f"sdekit: {interrupt}", file=sys.stderr)
+        else:
+            print(
+                f"sdekit: interrupted after epoch {interrupt.epochs_completed} of "
+                f"{interrupt.epochs}; checkpoint saved in {interrupt.checkpoint_dir}\n"
+                f"resume with: {_resume_command(args)}",
+                file=sys.stderr,
+            )
+        return 130
     for name, true in result["true"].items():
         fitted = result["fitted"][name]
         print(f"{name:>6}: true {true:.3f}  fitted {fitted:.3f}")
