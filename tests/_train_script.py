@@ -10,6 +10,9 @@
   and on one, and record where the minibatches were placed.
 - `python tests/_train_script.py interrupt --ckpt DIR --out FILE`: train until SIGINT,
   with progress on stderr, and record the `TrainingInterrupted` raised.
+- `python tests/_train_script.py distributed --coordinator HOST:PORT --num-processes N
+  --process-id I --ckpt DIR --out FILE`: one process of a multi-process run
+  (`jax.distributed`) of `distributed_problem`: three epochs, then a resume to six.
 - `python tests/_train_script.py stress --ckpt DIR --kills N --seed S --out FILE`: fork a
   child that saves checkpoints into DIR/run in a loop, SIGKILL it after a random delay,
   check what is on disk, N times. JAX's backend is never started (the trees are NumPy
@@ -370,10 +373,74 @@ def _interrupt(args) -> dict:
     return {"finished": True}
 
 
+def distributed_problem():
+    """The problem the two-process test trains, and the arguments of both halves."""
+    model, train, valid = shift_problem(4, np.float64)
+    kwargs = dict(
+        key=jr.key(7),
+        optimizer=optax.adam(0.02),
+        batch_size=16,
+        valid_data=valid,
+        config={"problem": "shift", "seed": 4},
+    )
+    return model, train, kwargs
+
+
+def _distributed(args) -> dict:
+    """One process of a multi-process run: three epochs, then a resume to six."""
+    from sdekit.train import _fit, fit, init_distributed
+
+    jax.config.update("jax_enable_x64", True)
+    joined = init_distributed(args.coordinator, args.num_processes, args.process_id)
+    model, train, kwargs = distributed_problem()
+
+    placed, saves = [], []
+    real_shard, real_save = _fit.shard_batch, _fit.save_checkpoint
+
+    def spy_shard(batch, mesh):
+        out = real_shard(batch, mesh)
+        leaf = jax.tree_util.tree_leaves(out)[0]
+        placed.append(
+            {
+                "global_shape": list(leaf.shape),
+                "local_shards": [list(s.data.shape) for s in leaf.addressable_shards],
+            }
+        )
+        return out
+
+    def spy_save(directory, **save_kwargs):
+        saves.append(save_kwargs["state"]["epochs_completed"])
+        real_save(directory, **save_kwargs)
+
+    _fit.shard_batch, _fit.save_checkpoint = spy_shard, spy_save
+    fit(model, mse_loss, train, epochs=3, checkpoint_dir=args.ckpt, **kwargs)
+    result = fit(
+        model, mse_loss, train, epochs=6, checkpoint_dir=args.ckpt, resume=True, **kwargs
+    )
+    leaf = result.model.weight
+    return {
+        "joined": joined,
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+        "num_devices": len(jax.devices()),
+        "params": [
+            np.asarray(x.addressable_data(0)).tolist()
+            for x in jax.tree_util.tree_leaves(result.model)
+        ],
+        "param_replicated": bool(leaf.sharding.is_fully_replicated),
+        "param_devices": len(leaf.sharding.device_set),
+        "history_train": [h["train"] for h in result.history],
+        "history_valid": [h["valid"] for h in result.history],
+        "best_epoch": result.best_epoch,
+        "placed": placed[:1],
+        "saves": saves,
+    }
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "command", choices=["resume", "sharded", "stress", "interrupt"]
+        "command", choices=["resume", "sharded", "stress", "interrupt", "distributed"]
     )
     parser.add_argument("--out", required=True)
     parser.add_argument("--ckpt")
@@ -381,8 +448,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--reference", action="store_true")
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--coordinator")
+    parser.add_argument("--num-processes", type=int)
+    parser.add_argument("--process-id", type=int)
     args = parser.parse_args(argv)
-    commands = dict(resume=_resume, sharded=_sharded, stress=_stress, interrupt=_interrupt)
+    commands = dict(
+        resume=_resume,
+        sharded=_sharded,
+        stress=_stress,
+        interrupt=_interrupt,
+        distributed=_distributed,
+    )
     out = commands[args.command](args)
     with open(args.out, "w") as f:
         json.dump(out, f)

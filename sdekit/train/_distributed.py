@@ -3,6 +3,7 @@
 import os
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 
@@ -110,3 +111,13 @@ def wait_for_everyone(name: str) -> None:
     """Block until every process reaches the same point (no-op for one process)."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+def check_same_everywhere(values: list[int], message: str) -> None:
+    """Raise `ValueError(message)` on every process unless all processes passed the
+    same `values` (no-op for one process)."""
+    if jax.process_count() == 1:
+        return
+    gathered = multihost_utils.process_allgather(np.asarray(values, np.int64))
+    if not np.all(gathered == gathered[0]):
+        raise ValueError(f"{message} (per process: {gathered.tolist()})")

@@ -19,7 +19,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ._checkpoint import describe_run, read_checkpoint, save_checkpoint
 from ._checkpoint_dir import ARGUMENTS, plan_checkpoint_dir
-from ._distributed import is_main_process, wait_for_everyone
+from ._distributed import check_same_everywhere, is_main_process, wait_for_everyone
 from ._interrupted import TrainingInterrupted
 from ._progress import EpochProgress, postfix
 from ._sharding import (
@@ -441,6 +441,14 @@ def fit(
         best_epoch, best_metric = state["best_epoch"], state["best_metric"]
         since_improvement = state["epochs_since_improvement"]
         stopped_early = state["stopped_early"]
+
+    # Every process decided alone what to do with the checkpoint directory; they must
+    # agree, or they would run different programs and wait for each other for ever.
+    check_same_everywhere(
+        [("fresh", "resume", "overwrite").index(plan), start_epoch],
+        f"The processes see different checkpoints in {checkpoint_dir}: put the "
+        "checkpoint directory on a file system that every process sees",
+    )
 
     compute = ft.partial(_loss_and_metrics, loss_fn)
 
