@@ -155,16 +155,17 @@ def test_skip_markers_give_a_reason_and_precede_an_example():
     wrong = []
     for page in PAGES:
         text = page.read_text()
-        skipped_lines = {b.line - 2 for b in python_blocks(page) if b.skip}
+        # A block's code starts at `line`, its fence one line above, its marker two.
+        marker_lines = {b.line - 2 for b in python_blocks(page) if b.skip}
         for marker in _MARKER.finditer(text):
-            line = text.count("\n", 0, marker.start())  # 0-based line of the marker
+            line = text.count("\n", 0, marker.start()) + 1
             found = _SKIP.match(marker["body"])
             if found is None or not found["reason"].strip():
-                wrong.append(f"docs/{_name(page)}:{line + 1}: {marker[0]!r}")
-            elif line not in skipped_lines:
+                wrong.append(f"docs/{_name(page)}:{line}: {marker[0]!r}")
+            elif line not in marker_lines:
                 wrong.append(
-                    f"docs/{_name(page)}:{line + 1}: not on the line just before a "
-                    "```python fence"
+                    f"docs/{_name(page)}:{line}: not on the line just before a ```python "
+                    "fence"
                 )
     assert not wrong, (
         "docs-test markers must read `<!-- docs-test: skip (reason) -->`, with a reason, "
