@@ -1,5 +1,14 @@
-"""Every tutorial notebook runs from top to bottom, and is stored without outputs."""
+"""Every tutorial notebook runs from top to bottom, and is stored without outputs.
 
+A notebook that runs through is also written, with its outputs, to `.cache/notebooks/`
+(git-ignored), recording the SHA-256 of the stored notebook it ran: the documentation site
+shows those copies (docs/hooks/notebooks.py), so its notebooks have outputs without the
+docs build running any.
+"""
+
+import hashlib
+import importlib.util
+import os
 import pathlib
 
 import pytest
@@ -8,9 +17,12 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = sorted(
-    (pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")
-)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# Where the executed copies go and how they say what they ran; docs/hooks/notebooks.py
+# reads them with the same names (test_the_site_reads_what_is_written checks).
+EXECUTED = ROOT / ".cache" / "notebooks"
+METADATA_KEY = "sdekit_executed"
 
 
 def test_there_are_notebooks():
@@ -32,17 +44,40 @@ def test_stored_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, monkeypatch):
+def test_notebook_runs(path, monkeypatch, tmp_path):
     # The notebooks' small settings (the kernel inherits this environment).
     monkeypatch.setenv("SDEKIT_NOTEBOOK_FAST", "1")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     # The kernel "python3" runs as the interpreter running the tests (jupyter_client swaps
     # `python` in the kernel's command for sys.executable), so it imports this checkout.
+    # It runs in a temporary folder, as on Colab: what a notebook writes (checkpoints
+    # under runs/) stays out of the repository.
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
         timeout=300,
         kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
+        resources={"metadata": {"path": str(tmp_path)}},
     )
     # Raises CellExecutionError, with the failing cell and its traceback, on any error.
     client.execute()
+    notebook.metadata[METADATA_KEY] = {"source_sha256": digest, "fast": True}
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    # Written whole or not at all: the docs build may read it at any time.
+    partial = EXECUTED / f".{path.name}.{os.getpid()}.tmp"
+    nbformat.write(notebook, partial)
+    os.replace(partial, EXECUTED / path.name)
+
+
+def test_the_site_reads_what_is_written():
+    pytest.importorskip("mkdocs")
+    spec = importlib.util.spec_from_file_location(
+        "notebooks_hook", ROOT / "docs" / "hooks" / "notebooks.py"
+    )
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    assert ROOT / hook.EXECUTED == EXECUTED
+    assert hook.METADATA_KEY == METADATA_KEY
+    assert hook.source_digest(NOTEBOOKS[0]) == hashlib.sha256(
+        NOTEBOOKS[0].read_bytes()
+    ).hexdigest()
