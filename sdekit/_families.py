@@ -96,6 +96,12 @@ FAMILIES: tuple[Family, ...] = (
         jobs="sdekit.stable._jobs",
         summary="stable neural SDEs for irregular, partly missing time series",
     ),
+    Family(
+        "interpolants",
+        models=("interpolant",),
+        jobs="sdekit.interpolants._jobs",
+        summary="stochastic interpolants: flows and diffusions, sampling, log-densities",
+    ),
 )
 
 

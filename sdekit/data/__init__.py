@@ -6,7 +6,24 @@ the Hermite cubic control path."""
 from ._aeon import bundled_datasets as bundled_datasets, load_bundled as load_bundled
 from ._co2 import load_co2 as load_co2, load_co2_series as load_co2_series
 from ._dataset import Task as Task, TimeSeriesDataset as TimeSeriesDataset
+from ._densities import (
+    AbstractDensity as AbstractDensity,
+    Checkerboard as Checkerboard,
+    eight_gaussians as eight_gaussians,
+    GaussianMixture as GaussianMixture,
+    load_digits as load_digits,
+    Moons as Moons,
+    random_mixture as random_mixture,
+    Rings as Rings,
+    StandardGaussian as StandardGaussian,
+    TOY_DENSITIES as TOY_DENSITIES,
+    toy_density as toy_density,
+)
 from ._files import load_file as load_file
+from ._lorenz import (
+    lorenz_spikes as lorenz_spikes,
+    lorenz_trajectories as lorenz_trajectories,
+)
 from ._masks import (
     check_missing_rate as check_missing_rate,
     drop_observations as drop_observations,
@@ -15,6 +32,7 @@ from ._masks import (
     validation_split as validation_split,
 )
 from ._normalise import Normaliser as Normaliser
+from ._nwb import load_nwb as load_nwb
 from ._paths import (
     ControlPath as ControlPath,
     fill_missing as fill_missing,
@@ -25,6 +43,14 @@ from ._read import (
     read_array as read_array,
     read_npz as read_npz,
     read_table as read_table,
+)
+from ._spikes import (
+    check_spike_counts as check_spike_counts,
+    default_heldout_neurons as default_heldout_neurons,
+    load_spikes as load_spikes,
+    save_spikes as save_spikes,
+    SpikeTrials as SpikeTrials,
+    SpikingDataset as SpikingDataset,
 )
 
 

@@ -254,5 +254,5 @@ def data_scaling(x: Array) -> tuple[Array, Array]:
     scale for all features, so that a constant feature, e.g. an image's border pixel,
     does not blow up)."""
     shift = jnp.mean(x, axis=0)
-    scale = jnp.sqrt(jnp.mean((x - shift) ** 2))
+    scale = jnp.sqrt(jnp.mean((x - shift[None]) ** 2))
     return shift, jnp.where(scale > 0, scale, 1.0)

@@ -1,0 +1,108 @@
+"""`sdekit fit --model interpolant`, `evaluate`, `sample` and `logprob` through the
+command line: the JSON contract and one-line errors for bad input."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+from sdekit.cli import _main
+
+
+@pytest.fixture(autouse=True)
+def no_debug(monkeypatch):
+    monkeypatch.delenv("SDEKIT_DEBUG", raising=False)
+
+
+def _run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = _main.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+SMALL = ["--steps", "40", "--steps-per-call", "20", "--width", "16", "--depth", "1",
+         "--batch-size", "64", "--quiet", "--json"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("interpolant")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 3)) * np.array([1.0, 2.0, 0.5]) + 1.0
+    np.save(root / "x.npy", x)
+    code, out, err = _run(
+        ["fit", "--model", "interpolant", "--data", str(root / "x.npy"),
+         "--out", str(root / "run"), *SMALL]
+    )
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    return root, report
+
+
+def test_fit_report(checkpoint):
+    root, report = checkpoint
+    assert report["dim"] == 3 and report["steps"] == 40
+    assert np.isfinite(report["test_mean_logprob"])
+    code, out, err = _run(["evaluate", "--checkpoint", str(root / "run"), "--json"])
+    assert code == 0, err
+    again = json.loads(out.strip().splitlines()[-1])
+    assert again["test_mean_logprob"] == pytest.approx(report["test_mean_logprob"], abs=1e-4)
+
+
+def test_sample_and_logprob(checkpoint):
+    root, _ = checkpoint
+    code, out, err = _run(
+        ["sample", "--checkpoint", str(root / "run"), "-n", "50",
+         "--out", str(root / "s.npy"), "--json", "--steps", "4"]
+    )
+    assert code == 0, err
+    assert np.load(root / "s.npy").shape == (50, 3)
+    code, out, err = _run(
+        ["sample", "--checkpoint", str(root / "run"), "-n", "20",
+         "--out", str(root / "s2.npy"), "--sde", "--eps", "0.5", "--steps", "20", "--json"]
+    )
+    assert code == 0, err
+    assert np.all(np.isfinite(np.load(root / "s2.npy")))
+    for extra in ([], ["--hutchinson"]):
+        code, out, err = _run(
+            ["logprob", "--checkpoint", str(root / "run"), "--data",
+             str(root / "s.npy"), "--json", *extra]
+        )
+        assert code == 0, err
+        report = json.loads(out.strip().splitlines()[-1])
+        assert report["n"] == 50 and np.isfinite(report["mean_logprob"])
+        assert report["seconds"] >= 0
+
+
+def test_bad_input(checkpoint, tmp_path):
+    root, _ = checkpoint
+    run = str(root / "run")
+    code, _, err = _run(["sample", "--checkpoint", run, "-n", "0", "--out", str(tmp_path / "a.npy")])
+    assert code == 1 and "positive" in err and len(err.strip().splitlines()) == 1
+    np.save(tmp_path / "rank3.npy", np.zeros((4, 3, 2)))
+    code, _, err = _run(["logprob", "--checkpoint", run, "--data", str(tmp_path / "rank3.npy")])
+    assert code == 1 and "shape (n, d)" in err
+    np.save(tmp_path / "cols.npy", np.zeros((4, 2)))
+    code, _, err = _run(["logprob", "--checkpoint", run, "--data", str(tmp_path / "cols.npy")])
+    assert code == 1 and "columns" in err
+    nan = np.ones((10, 3))
+    nan[2, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    code, _, err = _run(["fit", "--model", "interpolant", "--data", str(tmp_path / "nan.npy"),
+                         "--out", str(tmp_path / "r"), *SMALL])
+    assert code == 1 and "NaN" in err
+    code, _, err = _run(["sample", "--checkpoint", run, "-n", "5", "--out",
+                         str(tmp_path / "b.npy"), "--label", "1"])
+    assert code == 1 and "conditional" in err
+    code, _, err = _run(["fit", "--model", "interpolant", "--interpolant", "wiggly",
+                         "--out", str(tmp_path / "w"), *SMALL])
+    assert code == 1 and "interpolant" in err
+    # A checkpoint of another family.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"family": "stable", "model": "lnsde"}))
+    code, _, err = _run(["sample", "--checkpoint", str(other), "-n", "5", "--out", str(tmp_path / "c.npy")])
+    assert code == 1 and "sample" in err
