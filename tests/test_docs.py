@@ -48,7 +48,8 @@ NOT_API = {
 
 _PYTHON = ("python", "py", "python3")
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*)$")
-_MARKER = re.compile(r"<!--\s*docs-test\b(?P<body>.*?)-->", re.DOTALL)
+# A marker is an HTML comment alone on its line (a mention in running text is not one).
+_MARKER = re.compile(r"^[ \t]*<!--\s*docs-test\b(?P<body>.*?)-->[ \t]*$", re.MULTILINE)
 _SKIP = re.compile(r"^:\s*skip\s*\((?P<reason>.*)\)\s*$", re.DOTALL)
 _API_ENTRY = re.compile(r"^::: ([\w.]+)", re.MULTILINE)
 
