@@ -498,3 +498,82 @@ def test_bad_monitor_and_loss_fn():
         )
     with pytest.raises(ValueError, match="must return a pair"):
         fit(model, lambda m, b, k: mse_loss(m, b, k)[0], train, key=jr.key(0))
+
+
+#
+# Compilation cache
+#
+
+_CACHED_PROGRAM = """
+import json, os, sys
+from sdekit.train import enable_compilation_cache
+
+path = enable_compilation_cache()  # before equinox is imported, as the command does
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+events = []
+jax.monitoring.register_event_listener(lambda event, **kwargs: events.append(event))
+
+
+@jax.jit
+def program(x):
+    x = eqx.error_if(x, x < 0, "negative")  # a callback, unless EQX_ON_ERROR=nan
+    for i in range(300):  # enough work to take over 0.1 s to compile
+        x = jnp.sin(x) * 1.01 + jnp.cos(x * i)
+    return x
+
+
+program(1.0).block_until_ready()
+jax.clear_caches()  # the second compilation has only the disk to turn to
+program(1.0).block_until_ready()
+print(json.dumps({
+    "path": None if path is None else str(path),
+    "eqx_on_error": os.environ.get("EQX_ON_ERROR"),
+    "hits": events.count("/jax/compilation_cache/cache_hits"),
+    "misses": events.count("/jax/compilation_cache/cache_misses"),
+}))
+"""
+
+
+def test_compilation_cache_hits_for_a_program_with_runtime_checks(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", SDEKIT_CACHE_DIR=str(tmp_path / "c"))
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in [env.get("PYTHONPATH"), str(ROOT)] if p
+    )
+    for name in ("SDEKIT_NO_CACHE", "EQX_ON_ERROR", "JAX_COMPILATION_CACHE_DIR"):
+        env.pop(name, None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CACHED_PROGRAM],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out == {
+        "path": str(tmp_path / "c"),
+        "eqx_on_error": "nan",
+        "hits": 1,
+        "misses": 1,
+    }
+    assert any(p.name.startswith("jit_program-") for p in (tmp_path / "c").iterdir())
+
+
+def test_compilation_cache_settings(monkeypatch, tmp_path):
+    from sdekit.train import enable_compilation_cache
+    from sdekit.train._cache import default_cache_dir
+
+    monkeypatch.setenv("SDEKIT_NO_CACHE", "1")
+    assert enable_compilation_cache(tmp_path / "c") is None
+    assert not (tmp_path / "c").exists()
+    monkeypatch.delenv("SDEKIT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "sdekit" / "jax"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "sdekit" / "jax"
+    monkeypatch.setenv("SDEKIT_CACHE_DIR", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"

@@ -3,8 +3,7 @@
 import importlib.util
 import os
 import pathlib
-
-import jax
+import sys
 
 
 # Big enough for the compiled programs of many runs; the least recently used entries go
@@ -36,6 +35,14 @@ def enable_compilation_cache(
     Every program that takes at least 0.1 s to compile is cached, whatever its size
     (JAX's defaults skip programs compiled in under a second).
 
+    JAX never caches a program that calls back into Python, and equinox's runtime
+    checks (`eqx.error_if`, inside every diffrax solve) are such callbacks unless
+    `EQX_ON_ERROR=nan`. So, when called before equinox is imported, this sets
+    `EQX_ON_ERROR=nan` unless the environment sets it already: a failed runtime check
+    then gives NaNs instead of an error. The command checks its inputs before any
+    work, so that such checks do not fire on its jobs; set `EQX_ON_ERROR=raise` (or
+    `SDEKIT_NO_CACHE=1`) to have them raise again, e.g. when debugging.
+
     **Arguments:**
 
     - `directory`: where to keep the cache. Default:
@@ -49,6 +56,13 @@ def enable_compilation_cache(
     """
     if os.environ.get("SDEKIT_NO_CACHE", "") not in ("", "0"):
         return None
+    if "equinox" not in sys.modules:
+        # JAX never caches a program that calls back into Python, and equinox's runtime
+        # checks (`eqx.error_if`, in every diffrax solve) are such callbacks unless
+        # `EQX_ON_ERROR=nan`, which equinox reads once, at import.
+        os.environ.setdefault("EQX_ON_ERROR", "nan")
+    import jax
+
     if jax.config.jax_compilation_cache_dir:
         return pathlib.Path(jax.config.jax_compilation_cache_dir)
     path = default_cache_dir() if directory is None else pathlib.Path(directory)
