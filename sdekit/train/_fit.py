@@ -300,7 +300,9 @@ def fit(
     epoch (when it has a `checkpoint_dir` and that epoch was not saved yet) and raises
     [`sdekit.train.TrainingInterrupted`][], which says where the checkpoint is and how
     many epochs it holds. The unfinished epoch is lost: its minibatches would not
-    replay identically from a checkpoint taken in its middle.
+    replay identically from a checkpoint taken in its middle. In a multi-process run
+    no extra checkpoint is written (the processes may stop at different steps); the
+    last regular one is resumed.
 
     **Arguments:**
 
@@ -591,7 +593,9 @@ def fit(
                 saved = epoch + 1
     except KeyboardInterrupt:
         reporter.close()
-        if checkpoint_dir is not None and last is not None:
+        # Not across processes: each may have been interrupted at another step, and a
+        # save waits for all of them. They resume from the last regular save.
+        if checkpoint_dir is not None and last is not None and jax.process_count() == 1:
             if last[0]["epochs_completed"] != saved:
                 try:
                     save(last)
