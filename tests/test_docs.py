@@ -110,7 +110,7 @@ def _example_pages():
 _DRIVER = """
 import json, sys
 namespace = {"__name__": "__main__"}
-for path, line, code in json.load(open(sys.argv[1])):
+for path, line, code in json.load(sys.stdin):
     exec(compile("\\n" * (line - 1) + code, path, "exec"), namespace)
 """
 
@@ -120,8 +120,6 @@ def run_examples(page: pathlib.Path, cwd: pathlib.Path) -> subprocess.CompletedP
     blocks = [
         (str(b.page), b.line, b.code) for b in python_blocks(page) if b.skip is None
     ]
-    script = cwd / f".docs-test-{page.stem}.json"
-    script.write_text(json.dumps(blocks))
     env = dict(os.environ)
     env["MPLBACKEND"] = "Agg"
     # As strict as the test suite's own JAX configuration (tests/conftest.py).
@@ -130,17 +128,15 @@ def run_examples(page: pathlib.Path, cwd: pathlib.Path) -> subprocess.CompletedP
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
     )
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", _DRIVER, str(script)],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        script.unlink()
+    return subprocess.run(
+        [sys.executable, "-c", _DRIVER],
+        input=json.dumps(blocks),
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("page", list(_example_pages()))
