@@ -33,11 +33,17 @@ def add_placeholder(subparsers, name: str) -> None:
     subparsers.add_parser(name, help=_HELP[name], add_help=False)
 
 
-def _add_shared(parser: argparse.ArgumentParser, name: str) -> None:
-    """The options every family's job `name` takes."""
+def _add_shared(
+    parser: argparse.ArgumentParser, name: str, family: _families.Family | None = None
+) -> None:
+    """The options every family's job `name` takes (`family`: the one routed to)."""
     if name == "fit":
+        models = _families.FAMILIES if family is None else (family,)
         parser.add_argument(
-            "--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})"
+            "--model",
+            default=DEFAULT_MODEL,
+            choices=[model for f in models for model in f.models],
+            help="the model (this family's: %(choices)s)",
         )
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         parser.add_argument(
@@ -179,7 +185,7 @@ def run(name: str, argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog=f"sdekit {name}", description=job.help or _HELP[name]
     )
-    _add_shared(parser, name)
+    _add_shared(parser, name, family)
     job.add_arguments(parser)
     args = parser.parse_args(argv)
     args.family = family.name
