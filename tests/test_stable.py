@@ -1,6 +1,8 @@
 """sdekit.stable: the models' structure, GSDE positivity, tasks, a small fit and the
 checkpoint round trip."""
 
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 import sdekit.stable as st
-from sdekit.data import TimeSeriesDataset
+from sdekit.data import drop_observations, TimeSeriesDataset
 
 
 def _dynamics(cls, getkey, bounded=False, hidden=8):
@@ -172,7 +174,7 @@ def _waves(n=40, length=30, seed=0):
 def test_interpolation_holds_out_observed_points():
     train, test = _waves(), _waves(seed=1)
     data = st.prepare_data(
-        train, test, task="interpolation", missing=0.3, seed=0, holdout=0.3
+        train, test, task=st.Interpolation(holdout=0.3), missing=0.3, seed=0
     )
     for split in (data.train, data.valid, data.test):
         inputs, mask = ~np.isnan(split["values"]), split["target_mask"] > 0
@@ -185,10 +187,9 @@ def test_forecasting_targets_follow_the_window():
     data = st.prepare_data(
         _waves(),
         _waves(seed=1),
-        task="forecasting",
+        task=st.Forecasting(input_fraction=0.6),
         missing=0.0,
         seed=0,
-        input_fraction=0.6,
     )
     length = data.train["knots"].shape[1]
     assert length == 18 and len(data.save_times) == 30
@@ -196,13 +197,13 @@ def test_forecasting_targets_follow_the_window():
     assert not mask[:, :length].any() and mask[:, length:].all()
 
 
-@pytest.mark.parametrize("task", ["interpolation", "forecasting"])
+@pytest.mark.parametrize(
+    "task", [st.Interpolation(), st.Forecasting(input_fraction=0.6)]
+)
 def test_skip_starts_from_the_naive_prediction(getkey, task):
     # With the head zeroed, a skip model predicts linear interpolation of its inputs at
     # the held-out times, and the last input beyond a forecasting window.
-    data = st.prepare_data(
-        _waves(), _waves(seed=1), task=task, missing=0.3, seed=0, input_fraction=0.6
-    )
+    data = st.prepare_data(_waves(), _waves(seed=1), task=task, missing=0.3, seed=0)
     split = data.test
     model = st.LatentModel(
         "lnsde", 1, 1, 8, 1, data.save_times, 10.0, 32, skip=True, key=getkey()
@@ -286,7 +287,7 @@ def test_checkpoint_round_trip_reproduces_the_metrics(small_fit):
 
 
 def test_evaluate_rejects_a_non_checkpoint(tmp_path):
-    with pytest.raises(ValueError, match="not a checkpoint"):
+    with pytest.raises(ValueError, match="not an sdekit checkpoint"):
         st.evaluate_job(tmp_path)
 
 
@@ -330,3 +331,165 @@ def test_small_regression_fit_beats_the_training_mean(tmp_path):
     assert report["naive_mse"] > 0.5
     # The slope is readable through 30% missingness: well below the mean's error.
     assert report["test_mse"] < 0.3 * report["naive_mse"]
+    # `sdekit predict` on the test series, masked as in the run, gives targets in the
+    # data's units whose standardised error is the test MSE.
+    raw = np.load(path)
+    rows = raw["split"] == "test"
+    test = TimeSeriesDataset(raw["values"][rows][..., None], raw["times"])
+    masked = drop_observations(test, 0.3, seed=0, stream=1)
+    np.save(tmp_path / "new.npy", masked.values)
+    answer = st.predict_job(
+        report["checkpoint"], tmp_path / "new.npy", tmp_path / "slopes.npy"
+    )
+    slopes = np.load(tmp_path / "slopes.npy")
+    assert slopes.shape == (40,) and answer["shape"] == [40]
+    assert answer["task"] == "regression" and "predicted" not in answer
+    standardised = (slopes - normaliser.target_mean) / normaliser.target_scale
+    assert np.mean((standardised - scaled) ** 2) == pytest.approx(
+        report["test_mse"], rel=1e-4
+    )
+
+
+# ---------------------------------------------------------------- the equinox pattern
+
+
+def _stable_modules():
+    import inspect
+
+    classes = {
+        cls
+        for module in (st._dynamics, st._model, st._task)
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, eqx.Module) and cls.__module__.startswith("sdekit.stable")
+    }
+    return sorted(classes, key=lambda c: c.__name__)
+
+
+def _is_abstract_method(cls, name):
+    return getattr(getattr(cls, name, None), "__isabstractmethod__", False)
+
+
+def test_classes_are_abstract_or_final_and_override_nothing_concrete():
+    classes = _stable_modules()
+    assert {"LSDE", "GSDE", "Classification", "Forecasting"} <= {
+        c.__name__ for c in classes
+    }
+    for cls in classes:
+        subclasses = [c for c in classes if c is not cls and issubclass(c, cls)]
+        if cls.__name__.startswith("Abstract"):
+            assert subclasses, f"{cls.__name__} is abstract but has no subclass"
+        else:
+            # Final: nothing in the family subclasses it, and it can be instantiated
+            # (no abstract method or class variable left).
+            assert not subclasses, f"{cls.__name__} is subclassed but not abstract"
+            assert not getattr(cls, "__abstractmethods__", ()), cls.__name__
+            assert not getattr(cls, "__abstractclassvars__", ()), cls.__name__
+            assert not getattr(cls, "__abstractvars__", ()), cls.__name__
+        for base in cls.__mro__[1:]:
+            if not base.__module__.startswith("sdekit.stable"):
+                continue
+            for name, value in vars(cls).items():
+                if callable(value) and name in vars(base) and name != "__init__":
+                    assert _is_abstract_method(base, name), (
+                        f"{cls.__name__}.{name} overrides a concrete method of "
+                        f"{base.__name__}"
+                    )
+
+
+# ---------------------------------------------------------------- tasks as objects
+
+
+def test_masked_mse_one_formula_for_numpy_jax_loss_and_metric():
+    rng = np.random.default_rng(3)
+    pred, targets = rng.normal(size=(2, 7, 5, 2)).astype(np.float32)
+    mask = (rng.random((7, 5, 2)) < 0.4).astype(np.float32)
+    expected = np.sum(mask * (pred - targets) ** 2, dtype=np.float64) / mask.sum()
+    assert float(st.masked_mse(pred, targets, mask)) == pytest.approx(expected, 1e-6)
+    assert float(
+        st.masked_mse(jnp.asarray(pred), jnp.asarray(targets), jnp.asarray(mask))
+    ) == pytest.approx(expected, 1e-6)
+    assert float(st.masked_mse(pred, targets, 0 * mask)) == 0.0
+    # The training loss and the reported metric are the same number.
+    batch = {"targets": targets, "target_mask": mask}
+    for task in (st.Interpolation(), st.Forecasting()):
+        loss, aux = task.loss(jnp.asarray(pred), batch)
+        assert float(loss) == pytest.approx(expected, 1e-6)
+        assert task.metrics(pred, batch)["mse"] == pytest.approx(expected, 1e-6)
+
+
+def test_tasks_by_name_and_their_bad_settings():
+    assert [st.as_task(name).name for name in st.TASKS] == list(st.TASKS)
+    task = st.Forecasting(input_fraction=0.6)
+    assert st.as_task(task) is task
+    with pytest.raises(ValueError, match="Unknown task 'ranking'"):
+        st.as_task("ranking")
+    with pytest.raises(ValueError, match="holdout"):
+        st.Interpolation(holdout=1.0)
+    with pytest.raises(ValueError, match="input_fraction"):
+        st.Forecasting(input_fraction=0.0)
+
+
+@pytest.mark.parametrize("task", [st.Interpolation(), st.Forecasting()])
+def test_predictions_map_back_to_the_data_units(task):
+    # Feed the model inputs back as "predictions": mapped back to the user's units they
+    # must be the raw observations (centring and normalisation undone exactly).
+    data = st.prepare_data(_waves(), _waves(seed=1), task=task, missing=0.3, seed=0)
+    raw = 5.0 + 3.0 * _waves(n=6, seed=2).values
+    normalised = data.normaliser.apply(TimeSeriesDataset(raw, data.times)).values
+    inputs, offset = task.inputs(normalised, data.knots)
+    length = inputs["knots"].shape[1]
+    assert np.allclose(inputs["knots"][0], data.knots[:length])
+    back = task.to_user_units(inputs["values"], data.normaliser, offset)
+    np.testing.assert_allclose(back, raw[:, :length], rtol=1e-5)
+    # The inputs are centred: each series' observed mean is 0 per channel.
+    assert np.allclose(np.nanmean(inputs["values"], axis=1), 0.0, atol=1e-5)
+
+
+def test_regression_predictions_map_back_to_the_targets():
+    train = _waves().replace(labels=np.linspace(2.0, 8.0, 40))
+    data = st.prepare_data(train, train, task="regression", missing=0.0, seed=0)
+    standardised = np.asarray(data.test["target"])
+    back = data.task.to_user_units(standardised, data.normaliser, None)
+    np.testing.assert_allclose(back, train.labels, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- small data
+
+
+def _labelled(n, classes=2):
+    data = _waves(n=n)
+    return data.replace(
+        labels=np.arange(n) % classes, classes=tuple("abcdefg"[:classes])
+    )
+
+
+def test_too_small_training_sets_are_refused_before_any_work():
+    with pytest.raises(ValueError, match="has 2 training series; at least 3"):
+        st.prepare_data(_waves(n=2), _waves(), task="forecasting", missing=0, seed=0)
+    one_class = _labelled(12).replace(labels=np.zeros(12, int))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        st.prepare_data(
+            one_class, _labelled(12), task="classification", missing=0, seed=0
+        )
+
+
+def test_small_training_sets_warn_naming_the_number():
+    with pytest.warns(st.SmallDataWarning, match="only 5 training series") as caught:
+        data = st.prepare_data(
+            _waves(n=5), _waves(), task="interpolation", missing=0, seed=0
+        )
+    assert len(caught) == 1 and data.warnings == (str(caught[0].message),)
+    # Fewer than 2 series of a class (here 'c' has 1 of 13), and a small test split.
+    train = _labelled(13, classes=3).replace(labels=np.r_[np.arange(12) % 2, 2])
+    with pytest.warns(st.SmallDataWarning) as caught:
+        data = st.prepare_data(
+            train, _labelled(6), task="classification", missing=0, seed=0
+        )
+    messages = [str(w.message) for w in caught]
+    assert any("class 'c': 1" in m for m in messages), messages
+    assert any("only 6 test series" in m for m in messages), messages
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 40 and 40 series: nothing to say
+        assert st.prepare_data(
+            _labelled(40), _labelled(40), task="classification", missing=0, seed=0
+        ).warnings == ()

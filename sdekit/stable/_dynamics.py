@@ -82,16 +82,22 @@ class _TimeDiffusion(eqx.Module):
 class AbstractDynamics(eqx.Module):
     """Latent dynamics driven by a control path.
 
-    `drift`, `diffusion` and `initial` work on a whole batch; `state` is what is
-    integrated (the latent itself, or its logarithm for the geometric SDE) and
-    `latent` maps it back.
+    `initial`, `drift`, `diffusion` and `latent` work on a whole batch: `state` is
+    what is integrated (the latent itself, or its logarithm for
+    [`sdekit.stable.GSDE`][]), `initial` builds it from the path's first value and
+    `latent` maps it back to $z$. The head of [`sdekit.stable.LatentModel`][] reads
+    the state.
     """
 
     initial_map: eqx.AbstractVar[eqx.nn.Linear]
     # Whether the diffusion ignores the state (Ito = Stratonovich, Euler order 1).
-    additive: ClassVar[bool]
+    additive: eqx.AbstractClassVar[bool]
     # Whether there is any noise (False for the ODE and CDE baselines).
-    stochastic: ClassVar[bool] = True
+    stochastic: eqx.AbstractClassVar[bool]
+
+    @abc.abstractmethod
+    def initial(self, x0: Float[Array, "batch channels"]) -> Latent:
+        """The initial state from the path's first value $X(t_0)$, for a batch."""
 
     @abc.abstractmethod
     def drift(self, t, state: Latent, path: ControlPath) -> Latent:
@@ -101,17 +107,19 @@ class AbstractDynamics(eqx.Module):
     def diffusion(self, t, state: Latent) -> Latent:
         """The diagonal diffusion of `state`, for a batch."""
 
-    def initial(self, x0: Float[Array, "batch channels"]) -> Latent:
-        """The initial state from the path's first value: $z_0 = W X(t_0) + b$."""
-        return jax.vmap(self.initial_map)(x0)
-
+    @abc.abstractmethod
     def latent(self, state: Latent) -> Latent:
         """The latent $z$ from the integrated state."""
-        return state
 
-    def features(self, state: Latent) -> Latent:
-        """What the networks and the head read: the state itself."""
-        return state
+
+def _linear_initial(initial_map: eqx.nn.Linear, x0) -> Latent:
+    # z0 = W X(t0) + b, the paper's initial map.
+    return jax.vmap(initial_map)(x0)
+
+
+def _bound(out: Latent, bounded: bool) -> Latent:
+    # The official code's outer tanh on the drift (and the naive diffusion).
+    return jnp.tanh(out) if bounded else out
 
 
 def _drift_parts(path_channels, hidden, width, depth, with_time, keys):
@@ -125,16 +133,16 @@ def _drift_parts(path_channels, hidden, width, depth, with_time, keys):
     )
 
 
-class _MixedDrift(AbstractDynamics):
-    r"""Dynamics whose drift is a network $\gamma$ of the mixed latent
-    $\bar z = W [E_x X(t); E_z z]$ (and of time when `with_time`), with the official
-    code's outer `tanh` when `bounded`: every model here but the neural CDE."""
+class AbstractMixedDrift(AbstractDynamics):
+    r"""Dynamics whose drift is built from a network $\gamma$ of the mixed latent
+    $\bar z = W [E_x X(t); E_z z]$ (and of time when `with_time`): every model here
+    but the neural CDE."""
 
-    initial_map: eqx.AbstractVar[eqx.nn.Linear]
     mixer: eqx.AbstractVar[_Mixer]
     gamma: eqx.AbstractVar[eqx.nn.MLP]
     bounded: eqx.AbstractVar[bool]
-    with_time: ClassVar[bool] = True
+    # Whether gamma also reads (sin t, cos t).
+    with_time: eqx.AbstractClassVar[bool]
 
     def gamma_out(self, t, state, path) -> Latent:
         r"""$\gamma(t, \bar z)$ for a batch, before any bounding."""
@@ -144,12 +152,8 @@ class _MixedDrift(AbstractDynamics):
             zbar = jnp.concatenate([zbar, features], axis=-1)
         return jax.vmap(self.gamma)(zbar)
 
-    def drift(self, t, state, path):
-        out = self.gamma_out(t, state, path)
-        return jnp.tanh(out) if self.bounded else out
 
-
-class LSDE(_MixedDrift):
+class LSDE(AbstractMixedDrift):
     r"""Langevin-type SDE (paper eq. 5):
     $\mathrm{d}z = \gamma(\bar z; \theta)\,\mathrm{d}t + \sigma(t; \theta)\,\mathrm{d}W$.
 
@@ -163,6 +167,7 @@ class LSDE(_MixedDrift):
     sigma: _TimeDiffusion
     bounded: bool = eqx.field(static=True)
     additive: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = True
     # The paper's Langevin drift is autonomous.
     with_time: ClassVar[bool] = False
 
@@ -174,11 +179,20 @@ class LSDE(_MixedDrift):
         self.sigma = _TimeDiffusion(hidden, width, depth, bounded, key=k3)
         self.bounded = bounded
 
+    def initial(self, x0):
+        return _linear_initial(self.initial_map, x0)
+
+    def drift(self, t, state, path):
+        return _bound(self.gamma_out(t, state, path), self.bounded)
+
     def diffusion(self, t, state):
         return jnp.broadcast_to(self.sigma(t), state.shape)
 
+    def latent(self, state):
+        return state
 
-class LNSDE(_MixedDrift):
+
+class LNSDE(AbstractMixedDrift):
     r"""Linear-noise SDE (paper eq. 6):
     $\mathrm{d}z = \gamma(t, \bar z; \theta)\,\mathrm{d}t + \sigma(t; \theta)\odot z\,\mathrm{d}W$.
 
@@ -192,6 +206,8 @@ class LNSDE(_MixedDrift):
     sigma: _TimeDiffusion
     bounded: bool = eqx.field(static=True)
     additive: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = True
+    with_time: ClassVar[bool] = True
 
     def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
         *keys, k3 = jr.split(key, 4)
@@ -201,11 +217,20 @@ class LNSDE(_MixedDrift):
         self.sigma = _TimeDiffusion(hidden, width, depth, bounded, key=k3)
         self.bounded = bounded
 
+    def initial(self, x0):
+        return _linear_initial(self.initial_map, x0)
+
+    def drift(self, t, state, path):
+        return _bound(self.gamma_out(t, state, path), self.bounded)
+
     def diffusion(self, t, state):
         return self.sigma(t)[None, :] * state
 
+    def latent(self, state):
+        return state
 
-class GSDE(_MixedDrift):
+
+class GSDE(AbstractMixedDrift):
     r"""Geometric SDE (paper eq. 7):
     $\mathrm{d}z / z = \gamma(t, \bar z; \theta)\,\mathrm{d}t + \sigma(t; \theta)\,\mathrm{d}W$,
 
@@ -227,6 +252,8 @@ class GSDE(_MixedDrift):
     bounded: bool = eqx.field(static=True)
     # In log space the diffusion is sigma(t): additive.
     additive: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = True
+    with_time: ClassVar[bool] = True
 
     def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
         *keys, k3 = jr.split(key, 4)
@@ -240,9 +267,6 @@ class GSDE(_MixedDrift):
         z0 = jax.nn.softplus(jax.vmap(self.initial_map)(x0)) + 1e-4
         return jnp.log(z0)
 
-    def latent(self, state):
-        return jnp.exp(state)
-
     def relative_drift(self, t, state, path):
         r"""$\gamma(t, \bar z)$, the drift of $\mathrm{d}z / z$, from $\log z$."""
         out = self.gamma_out(t, state, path)
@@ -255,8 +279,11 @@ class GSDE(_MixedDrift):
     def diffusion(self, t, state):
         return jnp.broadcast_to(self.sigma(t), state.shape)
 
+    def latent(self, state):
+        return jnp.exp(state)
 
-class NeuralSDE(_MixedDrift):
+
+class NeuralSDE(AbstractMixedDrift):
     r"""The naive neural SDE baseline:
     $\mathrm{d}z = \gamma(t, \bar z)\,\mathrm{d}t + \sigma(t, z)\,\mathrm{d}W$ with a
     free diffusion network (no structure, so no stability guarantee)."""
@@ -267,6 +294,8 @@ class NeuralSDE(_MixedDrift):
     sigma: eqx.nn.MLP
     bounded: bool = eqx.field(static=True)
     additive: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = True
+    with_time: ClassVar[bool] = True
 
     def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
         *keys, k3 = jr.split(key, 4)
@@ -276,13 +305,22 @@ class NeuralSDE(_MixedDrift):
         self.sigma = _mlp(hidden + 2, hidden, width, depth, k3)
         self.bounded = bounded
 
+    def initial(self, x0):
+        return _linear_initial(self.initial_map, x0)
+
+    def drift(self, t, state, path):
+        return _bound(self.gamma_out(t, state, path), self.bounded)
+
     def diffusion(self, t, state):
         features = jnp.broadcast_to(_time_features(t), (state.shape[0], 2))
         out = jax.vmap(self.sigma)(jnp.concatenate([state, features], axis=-1))
-        return jnp.tanh(out) if self.bounded else out
+        return _bound(out, self.bounded)
+
+    def latent(self, state):
+        return state
 
 
-class NeuralODE(_MixedDrift):
+class NeuralODE(AbstractMixedDrift):
     r"""The neural ODE baseline: the drift of [`sdekit.stable.LNSDE`][],
     $\mathrm{d}z = \gamma(t, \bar z)\,\mathrm{d}t$, with no noise."""
 
@@ -292,6 +330,7 @@ class NeuralODE(_MixedDrift):
     bounded: bool = eqx.field(static=True)
     additive: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
+    with_time: ClassVar[bool] = True
 
     def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
         keys = jr.split(key, 3)
@@ -300,15 +339,25 @@ class NeuralODE(_MixedDrift):
         )
         self.bounded = bounded
 
+    def initial(self, x0):
+        return _linear_initial(self.initial_map, x0)
+
+    def drift(self, t, state, path):
+        return _bound(self.gamma_out(t, state, path), self.bounded)
+
     def diffusion(self, t, state):
         return jnp.zeros_like(state)
+
+    def latent(self, state):
+        return state
 
 
 class NeuralCDE(AbstractDynamics):
     r"""The neural CDE baseline (Kidger et al. 2020):
     $\mathrm{d}z = f(z)\,\mathrm{d}X(t)$ over the Hermite cubic path, i.e. the drift
     $f(z)\, \dot X(t)$ with $f$ an MLP into $(\text{hidden}, \text{channels})$
-    matrices and a final `tanh`, as in diffrax's and torchcde's examples."""
+    matrices and a final `tanh`, as in diffrax's and torchcde's examples.
+    (`bounded` is accepted for a uniform constructor and ignored.)"""
 
     initial_map: eqx.nn.Linear
     field: eqx.nn.MLP
@@ -317,10 +366,14 @@ class NeuralCDE(AbstractDynamics):
     stochastic: ClassVar[bool] = False
 
     def __init__(self, path_channels, hidden, width, depth, bounded=False, *, key):
+        del bounded
         k0, k1 = jr.split(key)
         self.initial_map = eqx.nn.Linear(path_channels, hidden, key=k0)
         self.field = _mlp(hidden, hidden * path_channels, width, depth, k1, jnp.tanh)
         self.path_channels = path_channels
+
+    def initial(self, x0):
+        return _linear_initial(self.initial_map, x0)
 
     def drift(self, t, state, path):
         matrices = jax.vmap(self.field)(state).reshape(
@@ -330,6 +383,9 @@ class NeuralCDE(AbstractDynamics):
 
     def diffusion(self, t, state):
         return jnp.zeros_like(state)
+
+    def latent(self, state):
+        return state
 
 
 MODELS: dict[str, type[AbstractDynamics]] = {

@@ -7,6 +7,9 @@ nothing heavy at module level: `sdekit fit --model lnsde --help` reads it.
 """
 
 import argparse
+import contextlib
+import sys
+import warnings
 from typing import Any
 
 from .._families import Job
@@ -41,7 +44,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         metavar="FILE",
         default=None,
-        help="your own .npz or .csv file (format: docs/stable-sdes.md)",
+        help="your own .npy, .npz or .csv file (format: docs/stable-sdes.md)",
     )
     parser.add_argument(
         "--task",
@@ -75,6 +78,27 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Show the family's small-data warnings as `sdekit: warning: ...` lines on
+    stderr when they are raised (before training starts), not as Python's
+    `file:line: UserWarning` blocks."""
+    from ._prepare import SmallDataWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SmallDataWarning):
+            print(f"sdekit: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SmallDataWarning)
+        warnings.showwarning = show
+        yield
+
+
 def _fit(args: argparse.Namespace) -> dict[str, Any]:
     from ._job import fit_job, FitConfig
 
@@ -96,23 +120,27 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
         intensity=args.intensity,
         **options,
     )
-    return fit_job(
-        config,
-        args.out,
-        progress=not args.quiet,
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
+    with _warnings_as_lines():
+        return fit_job(
+            config,
+            args.out,
+            progress=not args.quiet,
+            resume=args.resume,
+            overwrite=args.overwrite,
+        )
 
 
 def _describe(report: dict[str, Any]) -> str:
+    from ..data import format_missing_rate
+
     if "test_accuracy" in report:
         figure = f"test accuracy {report['test_accuracy']:.4f}"
     else:
         figure = f"test MSE {report['test_mse']:.4f} (normalised units)"
     lines = [
         f"{report['model']} on {report['dataset']} ({report['task']}, "
-        f"{100 * report['missing']:.4g}% missing, seed {report['seed']}): {figure}"
+        f"{format_missing_rate(report['missing'])} missing, seed {report['seed']}): "
+        f"{figure}"
     ]
     if "epochs" in report:
         lines.append(
@@ -129,7 +157,35 @@ def _no_arguments(parser: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from ._job import evaluate_job
 
-    return evaluate_job(args.checkpoint)
+    with _warnings_as_lines():
+        return evaluate_job(args.checkpoint)
+
+
+def _predict(args: argparse.Namespace) -> dict[str, Any]:
+    from ._job import predict_job
+
+    # The run's data is rebuilt only for its normaliser; its size is no news here.
+    from ._prepare import SmallDataWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallDataWarning)
+        return predict_job(args.checkpoint, args.data, args.out)
+
+
+def _describe_predictions(report: dict[str, Any]) -> str:
+    shape = "x".join(str(n) for n in report["shape"])
+    lines = [
+        f"{report['model']} ({report['task']}, trained on {report['dataset']}): "
+        f"saved {shape} predictions to {report['predictions']}",
+        f"they are {report['saved']}",
+    ]
+    if "predicted" in report:
+        counts = {c: report["predicted"].count(c) for c in report["classes"]}
+        lines.append(
+            "predicted classes: "
+            + ", ".join(f"{c} {k}" for c, k in counts.items() if k)
+        )
+    return "\n".join(lines)
 
 
 JOBS = {
@@ -139,7 +195,7 @@ JOBS = {
         _describe,
         help="Train LSDE, LNSDE, GSDE or a baseline (neural ODE, naive neural SDE, "
         "neural CDE) on one of aeon's bundled data sets, statsmodels' co2 record, or "
-        "your own NPZ/CSV file, with a seeded fraction of each channel's observations "
+        "your own NPY/NPZ/CSV file, with a seeded fraction of each channel's observations "
         "dropped. Early-stops on a validation split, writes a checkpoint directory "
         "with its report.json, and prints the test metrics. See docs/stable-sdes.md.",
     ),
@@ -150,5 +206,16 @@ JOBS = {
         help="Reload the best model of a stable-family checkpoint, rebuild its data "
         "(same masks and split from the stored config) and recompute the test "
         "metrics, which equal those `sdekit fit` printed.",
+    ),
+    "predict": Job(
+        _no_arguments,
+        _predict,
+        _describe_predictions,
+        help="Apply the best model of a stable-family checkpoint to new series on the "
+        "training window (--data: .npy values (series, length, channels), NaN where "
+        "missing, or .npz with values and optional times), normalised as in "
+        "training, and save the predictions as .npy: class probabilities "
+        "(classification), targets (regression) or values at every time of the "
+        "window (interpolation, forecasting), in the data's units.",
     ),
 }

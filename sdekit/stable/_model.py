@@ -1,7 +1,5 @@
 """The model around the dynamics: initial state from the path, the solve, a head."""
 
-import copy
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -35,12 +33,13 @@ class LatentModel(eqx.Module):
     The batch's control path $X$ (see [`sdekit.data.ControlPath`][]) sets the initial
     latent $z_0 = \ell(X(t_0))$ and drives the `dynamics` over $[0, \text{horizon}]$,
     solved by Euler-Maruyama (Itô) with `num_steps` fixed steps, backpropagating
-    through the solver. A linear `head` reads the latent: at the final time for
-    classification and regression, at every `save_times` for interpolation and
-    forecasting. With `skip`, the head's output is a correction added to the control
-    path's own value at each save time: the linear interpolation of the observations
-    (interpolation) or the last observation (forecasting), so that the model starts
-    from the naive prediction and learns what it misses.
+    through the solver. A linear `head` reads the integrated state (the latent, or
+    $\log z$ for [`sdekit.stable.GSDE`][]): at the final time for classification and
+    regression, at every `save_times` for interpolation and forecasting. With
+    `skip`, the head's output is a correction added to the control path's own value
+    at each save time: the linear interpolation of the observations (interpolation)
+    or the last observation (forecasting), so that the model starts from the naive
+    prediction and learns what it misses.
 
     The whole batch is integrated as one state (the series share their knots), so
     one time loop serves every series, and each series' own observations reach the
@@ -110,22 +109,19 @@ class LatentModel(eqx.Module):
         self.intensity = bool(intensity)
         self.skip = bool(skip)
 
-    def with_save_times(self, save_times) -> "LatentModel":
-        """The same model (same parameters) reading the latent at other times in
-        $[0, \text{horizon}]$, e.g. a fine grid to plot latent paths."""
-        times = tuple(float(t) for t in np.asarray(save_times).reshape(-1))
-        if not times or min(times) < 0 or max(times) > self.horizon:
+    def _times(self, save_times) -> np.ndarray:
+        if save_times is None:
+            return np.asarray(self.save_times)
+        times = np.asarray(save_times, dtype=float).reshape(-1)
+        if times.size == 0 or times.min() < 0 or times.max() > self.horizon:
             raise ValueError(f"Save times must lie in [0, {self.horizon}].")
-        new = copy.copy(self)
-        # A static field: part of the module's structure, not a leaf for eqx.tree_at.
-        object.__setattr__(new, "save_times", times)
-        return new
+        return times
 
     def states(
-        self, knots, values, key: PRNGKeyArray
+        self, knots, values, key: PRNGKeyArray, save_times=None
     ) -> Float[Array, "batch times hidden"]:
-        """The integrated state at `save_times` for a batch of series (the latent
-        itself, or its logarithm for [`sdekit.stable.GSDE`][]).
+        """The integrated state for a batch of series (the latent itself, or its
+        logarithm for [`sdekit.stable.GSDE`][]).
 
         **Arguments:**
 
@@ -133,6 +129,9 @@ class LatentModel(eqx.Module):
             equal: the batch shares its times).
         - `values`: `(batch, length, channels)` observations, NaN where missing.
         - `key`: the Brownian motions' key.
+        - `save_times`: model times in $[0, \\text{horizon}]$ at which to return the
+            state, e.g. a fine grid to plot latent paths (default: the model's own
+            `save_times`).
         """
         path = ControlPath(knots[0], values, self.intensity)
         state0 = self.dynamics.initial(path.evaluate(knots[0, 0]))
@@ -146,7 +145,7 @@ class LatentModel(eqx.Module):
         solution = solve(
             sde,
             state0[None],
-            np.asarray(self.save_times),
+            self._times(save_times),
             key=key,
             dt0=self.horizon / self.num_steps,
             t0=0.0,
@@ -156,26 +155,30 @@ class LatentModel(eqx.Module):
         return jnp.moveaxis(solution.ys[0], 0, 1)
 
     def latents(
-        self, knots, values, key: PRNGKeyArray
+        self, knots, values, key: PRNGKeyArray, save_times=None
     ) -> Float[Array, "batch times hidden"]:
-        """The latent $z$ at `save_times` (arguments as [`sdekit.stable.LatentModel.states`][])."""
-        return self.dynamics.latent(self.states(knots, values, key))
+        """The latent $z$ (arguments as [`sdekit.stable.LatentModel.states`][])."""
+        return self.dynamics.latent(self.states(knots, values, key, save_times))
 
     def __call__(
-        self, knots, values, key: PRNGKeyArray
+        self, knots, values, key: PRNGKeyArray, save_times=None
     ) -> Float[Array, "batch times out"]:
-        """The head's outputs at `save_times`: `(batch, times, output_size)`."""
-        features = self.dynamics.features(self.states(knots, values, key))
-        outputs = jax.vmap(jax.vmap(self.head))(features)
+        """The head's outputs, `(batch, times, output_size)` (arguments as
+        [`sdekit.stable.LatentModel.states`][])."""
+        states = self.states(knots, values, key, save_times)
+        outputs = jax.vmap(jax.vmap(self.head))(states)
         if self.skip:
-            outputs = outputs + self.baseline(knots, values)
+            outputs = outputs + self.baseline(knots, values, save_times)
         return outputs
 
-    def baseline(self, knots, values) -> Float[Array, "batch times channels"]:
-        """The control path's observation channels at `save_times`: the naive
-        prediction that `skip` adds the head's correction to (arguments as
+    def baseline(
+        self, knots, values, save_times=None
+    ) -> Float[Array, "batch times channels"]:
+        """The control path's observation channels: the naive prediction that `skip`
+        adds the head's correction to (arguments as
         [`sdekit.stable.LatentModel.states`][])."""
         path = ControlPath(knots[0], values, self.intensity)
-        at_times = jax.vmap(path.evaluate)(jnp.asarray(self.save_times, values.dtype))
+        times = self._times(save_times)
+        at_times = jax.vmap(path.evaluate)(jnp.asarray(times, values.dtype))
         # Path channels: time, the observations, [intensities].
         return jnp.moveaxis(at_times, 0, 1)[..., 1 : 1 + values.shape[-1]]
