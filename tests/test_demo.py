@@ -10,6 +10,7 @@ from sdekit.demo import (
 )
 
 
+@pytest.mark.slow  # 40 epochs through the solver: about a minute on two cores
 def test_demo_recovers_ou_parameters(tmp_path):
     # From a start at (theta, mu, sigma) = (0.5, 0.0, 1.5) the fit must land near the truth
     # (1.5, 0.5, 0.6); the tolerances are ~3x the errors seen on 256 paths.
@@ -29,7 +30,6 @@ def test_demo_recovers_ou_parameters(tmp_path):
 
 
 def test_crps_prefers_the_truth():
-    import jax.random as jr
 
     data = simulate_observations(jr.key(3), 256)
     batch = {k: np.asarray(v) for k, v in data.items()}
@@ -45,6 +45,50 @@ def test_demo_rejects_tiny_data():
         ou_demo(num_paths=2, progress=False)
 
 
+def test_demo_out_is_checked_before_any_work(capsys, tmp_path):
+    import equinox as eqx
+    import optax
+
+    from sdekit.cli import main
+    from sdekit.train import save_checkpoint
+
+    # A finished demo run, as `sdekit demo --paths 16 --epochs 3 --out run` leaves it.
+    run = tmp_path / "run"
+    model = OrnsteinUhlenbeck(**TRUE_PARAMETERS)
+    save_checkpoint(
+        run,
+        model=model,
+        opt_state=optax.adam(0.05).init(eqx.filter(model, eqx.is_inexact_array)),
+        state={"epochs_completed": 3, "epochs": 3, "stopped_early": False},
+        config=dict(job="ou_demo", seed=0, paths=16, lr=0.05),
+    )
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    argv = ["demo", "--paths", "16", "--epochs", "3", "--out", str(run)]
+    # Refused, naming both ways on (demo used to resume by default while fit started
+    # over; one rule now).
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "epoch 3 of 3, finished" in err and "--resume" in err and "--overwrite" in err
+    # Another seed cannot resume it: the setting is named as a flag, with both values.
+    assert main([*argv, "--seed", "1", "--resume"]) == 1
+    assert "--seed 0 there, 1 now" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        main([*argv, "--resume", "--overwrite"])  # argparse refuses both
+    assert "not allowed with argument" in capsys.readouterr().err
+    # A folder that is not a checkpoint, or a file: refused whatever the flags.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    for target in [tmp_path / "mine", tmp_path / "mine" / "notes.txt"]:
+        for flag in ["--resume", "--overwrite"]:
+            assert main(["demo", "--paths", "16", "--out", str(target), flag]) == 1
+            assert "sdekit: error:" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert main(["demo", "--paths", "2"]) == 1
+    assert "num_paths" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # three demo runs through the solver
 def test_demo_command_line(capsys, tmp_path, monkeypatch):
     import json
     import shlex
@@ -69,7 +113,7 @@ def test_demo_command_line(capsys, tmp_path, monkeypatch):
     # Ctrl-C in epoch 2 (one training and one validation batch an epoch: the third
     # batch is epoch 2's): epoch 1 is saved, and the command that resumes it printed.
     monkeypatch.setattr(_fit, "shard_batch", interrupt_at(3))
-    argv = ["demo", "--paths", "64", "--epochs", "3", "--out", str(run), "--json"]
+    argv = ["demo", "--paths", "16", "--epochs", "3", "--out", str(run), "--json"]
     assert main(argv) == 130
     monkeypatch.undo()
     err = capsys.readouterr().err
@@ -85,31 +129,12 @@ def test_demo_command_line(capsys, tmp_path, monkeypatch):
     assert "resumed from epoch 1 of 3" in captured.err
     assert load_report(run) == out
 
-    # The same command again: refused before any work, naming both ways on (demo used
-    # to resume by default while fit started over; one rule now).
+    # The same command again is refused; --overwrite starts afresh, and replaces the
+    # old run only at its first save: an interrupt before that leaves it whole.
     assert main(argv) == 1
-    err = capsys.readouterr().err
-    assert "epoch 3 of 3, finished" in err and "--resume" in err and "--overwrite" in err
-    with pytest.raises(SystemExit, match="2"):
-        main([*argv, "--resume", "--overwrite"])  # argparse refuses both
-    assert "not allowed with argument" in capsys.readouterr().err
-    # Another seed cannot resume it: the setting is named as a flag.
-    assert main([*argv[:-1], "--seed", "1", "--resume"]) == 1
-    assert "--seed 0 there, 1 now" in capsys.readouterr().err
-    # --overwrite starts afresh, and replaces the old run only at its first save: an
-    # interrupt before that leaves it whole.
+    assert "--resume" in capsys.readouterr().err
     monkeypatch.setattr(_fit, "shard_batch", interrupt_at(1))
     assert main([*argv, "--overwrite"]) == 130
     monkeypatch.undo()
     assert "nothing was saved" in capsys.readouterr().err
     assert load_report(run) == out
-
-    # A folder that is not a checkpoint, or a file: refused, untouched.
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("keep")
-    for target in [tmp_path / "mine", tmp_path / "mine" / "notes.txt"]:
-        assert main(["demo", "--paths", "64", "--out", str(target), "--overwrite"]) == 1
-        assert "sdekit: error:" in capsys.readouterr().err
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
-    assert main(["demo", "--paths", "2"]) == 1
-    assert "num_paths" in capsys.readouterr().err
