@@ -175,6 +175,12 @@ def run(name: str, argv: Sequence[str]) -> int:
             _add_shared(parser, name)
             parser.parse_args(argv)  # exits 2 naming the missing --checkpoint
         return 0
+    from .. import train  # light: its names load on first use
+
+    if not any(a in ("-h", "--help") for a in argv):
+        # Before the family's modules import equinox, which reads its error setting
+        # once (see `enable_compilation_cache`); `--help` needs no JAX at all.
+        train.enable_compilation_cache()
     jobs = family.load_jobs()
     if name not in jobs:
         offered = ", ".join(f"sdekit {job}" for job in jobs)
@@ -189,10 +195,6 @@ def run(name: str, argv: Sequence[str]) -> int:
     job.add_arguments(parser)
     args = parser.parse_args(argv)
     args.family = family.name
-
-    from .. import train
-
-    train.enable_compilation_cache()
     if name == "fit":
         train.init_distributed(args.coordinator, args.num_processes, args.process_id)
     try:
