@@ -1,6 +1,7 @@
 """sdekit: differentiable SDE and ODE models in JAX, built on diffrax."""
 
 import importlib as _importlib
+import importlib.util as _importlib_util
 import importlib.metadata as _metadata
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,8 @@ def _load_api():
 def __getattr__(name: str):
     # Private names are submodules being imported (`from . import _families` asks
     # for the attribute before importing it): never load the API for them.
-    if name.startswith("_"):
+    # So are subpackages (`from sdekit import train`).
+    if name.startswith("_") or _importlib_util.find_spec(f"{__name__}.{name}"):
         raise AttributeError(f"module 'sdekit' has no attribute {name!r}")
     try:
         value = getattr(_load_api(), name)
