@@ -113,7 +113,9 @@ M = jnp.array([1.0, -2.0])
 C = 0.5
 
 
-@pytest.mark.parametrize("interpolant", INTERPOLANTS[:4], ids=lambda i: repr(i)[:40])
+@pytest.mark.parametrize(
+    "interpolant", [INTERPOLANTS[1], INTERPOLANTS[3]], ids=["linear-sqrt", "encdec"]
+)
 def test_score_from_velocity(interpolant):
     # A velocity-only model with a Gaussian base gives the exact score.
     model = exact_model(interpolant, M, C)
@@ -144,6 +146,7 @@ def test_exact_fields_minimise_the_loss(loss, getkey):
         assert si.interpolant_loss(worse, batch, key)[0] > exact
 
 
+@pytest.mark.slow
 def test_trained_velocity_is_close_to_the_exact_one(getkey):
     import optax
 
@@ -187,13 +190,13 @@ def test_hutchinson_divergence_is_unbiased_and_shrinks(getkey):
     assert jnp.allclose(exact, jnp.trace(jax.jacfwd(f)(u)), rtol=1e-5)
     spreads = []
     for k in (1, 16):
-        probes = jr.rademacher(getkey(), (4000, k, 5), dtype=u.dtype)
-        estimates = jax.vmap(lambda p: si.hutchinson_divergence(f, u, p))(probes)
+        probes = jr.rademacher(getkey(), (2000, k, 5), dtype=u.dtype)
+        estimates = jax.jit(jax.vmap(lambda p: si.hutchinson_divergence(f, u, p)))(probes)
         sd = float(jnp.std(estimates))
-        assert abs(float(jnp.mean(estimates)) - float(exact)) < mean_tolerance(sd, 4000)
+        assert abs(float(jnp.mean(estimates)) - float(exact)) < mean_tolerance(sd, 2000)
         spreads.append(sd)
     # The variance of a mean of k probes is 1/k times one probe's.
-    assert spreads[1] == pytest.approx(spreads[0] / 4, rel=0.15)
+    assert spreads[1] == pytest.approx(spreads[0] / 4, rel=0.2)
 
 
 @pytest.mark.parametrize(
@@ -214,6 +217,7 @@ def test_likelihood_of_the_exact_velocity_is_the_true_density(interpolant, getke
     assert np.allclose(np.asarray(hutch), truth, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_likelihood_is_differentiable(getkey, x64):
     model = si.InterpolantModel(si.LinearInterpolant(), 2, key=getkey(), width=8, depth=1)
     x = jr.normal(getkey(), (3, 2))
@@ -258,9 +262,9 @@ def _check_gaussian_sample(x, m, c):
 )
 def test_samplers_reproduce_the_target(interpolant, loss, latent, sde, getkey):
     model = exact_model(interpolant, M, C, loss, latent)
-    n = 4000
+    n = 3000
     if sde:
-        x = si.solve_sde(model, jr.normal(getkey(), (n, 2)), getkey(), eps=1.0, steps=400)
+        x = si.solve_sde(model, jr.normal(getkey(), (n, 2)), getkey(), eps=1.0, steps=200)
     else:
         x = si.probability_flow(model, jr.normal(getkey(), (n, 2)))
     _check_gaussian_sample(x, M, C)
@@ -268,8 +272,8 @@ def test_samplers_reproduce_the_target(interpolant, loss, latent, sde, getkey):
 
 def test_backward_sde_reaches_the_base(getkey):
     model = exact_model(si.LinearInterpolant(), M, C)
-    x1 = M[None] + C * jr.normal(getkey(), (4000, 2))
-    u0 = si.solve_sde(model, x1, getkey(), direction="backward", steps=400)
+    x1 = M[None] + C * jr.normal(getkey(), (3000, 2))
+    u0 = si.solve_sde(model, x1, getkey(), direction="backward", steps=200)
     _check_gaussian_sample(u0, jnp.zeros(2), 1.0)
 
 
@@ -309,11 +313,11 @@ def test_ot_coupling_is_a_permutation_and_lowers_the_cost(getkey):
 
 
 def test_sinkhorn_plan_marginals(getkey):
-    x0, x1 = jr.normal(getkey(), (50, 2)), jr.normal(getkey(), (50, 2))
+    x0, x1 = jr.normal(getkey(), (30, 2)), jr.normal(getkey(), (30, 2))
     cost = jnp.sum((x0[:, None] - x1[None]) ** 2, -1)
-    plan = si.sinkhorn_plan(cost, 0.1, 200)
-    assert jnp.allclose(plan.sum(0), 1 / 50, atol=1e-6)
-    assert jnp.allclose(plan.sum(1), 1 / 50, atol=1e-4)
+    plan = jax.jit(si.sinkhorn_plan, static_argnums=(1, 2))(cost, 0.1, 100)
+    assert jnp.allclose(plan.sum(0), 1 / 30, atol=1e-6)
+    assert jnp.allclose(plan.sum(1), 1 / 30, atol=1e-4)
 
 
 def test_bad_inputs():

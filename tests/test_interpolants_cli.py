@@ -42,6 +42,7 @@ def checkpoint(tmp_path_factory):
     return root, report
 
 
+@pytest.mark.slow
 def test_fit_report(checkpoint):
     root, report = checkpoint
     assert report["dim"] == 3 and report["steps"] == 40
@@ -52,6 +53,7 @@ def test_fit_report(checkpoint):
     assert again["test_mean_logprob"] == pytest.approx(report["test_mean_logprob"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_sample_and_logprob(checkpoint):
     root, _ = checkpoint
     code, out, err = _run(
@@ -77,26 +79,25 @@ def test_sample_and_logprob(checkpoint):
         assert report["seconds"] >= 0
 
 
-def test_bad_input(checkpoint, tmp_path):
-    root, _ = checkpoint
-    run = str(root / "run")
-    code, _, err = _run(["sample", "--checkpoint", run, "-n", "0", "--out", str(tmp_path / "a.npy")])
+def test_bad_input_before_any_work(tmp_path):
+    # A checkpoint directory is only opened after the cheap checks.
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "config.json").write_text(json.dumps({"family": "interpolants"}))
+    code, _, err = _run(["sample", "--checkpoint", str(fake), "-n", "0", "--out", str(tmp_path / "a.npy")])
     assert code == 1 and "positive" in err and len(err.strip().splitlines()) == 1
-    np.save(tmp_path / "rank3.npy", np.zeros((4, 3, 2)))
-    code, _, err = _run(["logprob", "--checkpoint", run, "--data", str(tmp_path / "rank3.npy")])
-    assert code == 1 and "shape (n, d)" in err
-    np.save(tmp_path / "cols.npy", np.zeros((4, 2)))
-    code, _, err = _run(["logprob", "--checkpoint", run, "--data", str(tmp_path / "cols.npy")])
-    assert code == 1 and "columns" in err
+    code, _, err = _run(["sample", "--checkpoint", str(fake), "-n", "3", "--out", str(tmp_path / "a.txt")])
+    assert code == 1 and ".npy" in err
     nan = np.ones((10, 3))
     nan[2, 1] = np.nan
     np.save(tmp_path / "nan.npy", nan)
     code, _, err = _run(["fit", "--model", "interpolant", "--data", str(tmp_path / "nan.npy"),
                          "--out", str(tmp_path / "r"), *SMALL])
     assert code == 1 and "NaN" in err
-    code, _, err = _run(["sample", "--checkpoint", run, "-n", "5", "--out",
-                         str(tmp_path / "b.npy"), "--label", "1"])
-    assert code == 1 and "conditional" in err
+    np.save(tmp_path / "rank3.npy", np.zeros((4, 3, 2)))
+    code, _, err = _run(["fit", "--model", "interpolant", "--data", str(tmp_path / "rank3.npy"),
+                         "--out", str(tmp_path / "r3"), *SMALL])
+    assert code == 1 and "shape (n, d)" in err
     code, _, err = _run(["fit", "--model", "interpolant", "--interpolant", "wiggly",
                          "--out", str(tmp_path / "w"), *SMALL])
     assert code == 1 and "interpolant" in err
@@ -106,3 +107,18 @@ def test_bad_input(checkpoint, tmp_path):
     (other / "config.json").write_text(json.dumps({"family": "stable", "model": "lnsde"}))
     code, _, err = _run(["sample", "--checkpoint", str(other), "-n", "5", "--out", str(tmp_path / "c.npy")])
     assert code == 1 and "sample" in err
+
+
+@pytest.mark.slow
+def test_bad_input_against_a_checkpoint(checkpoint, tmp_path):
+    root, _ = checkpoint
+    run = str(root / "run")
+    np.save(tmp_path / "rank3.npy", np.zeros((4, 3, 2)))
+    code, _, err = _run(["logprob", "--checkpoint", run, "--data", str(tmp_path / "rank3.npy")])
+    assert code == 1 and "shape (n, d)" in err
+    np.save(tmp_path / "cols.npy", np.zeros((4, 2)))
+    code, _, err = _run(["logprob", "--checkpoint", run, "--data", str(tmp_path / "cols.npy")])
+    assert code == 1 and "columns" in err
+    code, _, err = _run(["sample", "--checkpoint", run, "-n", "5", "--out",
+                         str(tmp_path / "b.npy"), "--label", "1"])
+    assert code == 1 and "conditional" in err

@@ -40,7 +40,11 @@ from ._likelihood import (
     log_likelihood as log_likelihood,
 )
 from ._loss import interpolant_loss as interpolant_loss
-from ._model import InterpolantModel as InterpolantModel, TimeMLP as TimeMLP
+from ._model import (
+    data_scaling as data_scaling,
+    InterpolantModel as InterpolantModel,
+    TimeMLP as TimeMLP,
+)
 from ._sample import (
     probability_flow as probability_flow,
     sample as sample,

@@ -7,7 +7,8 @@ $$\log \hat\rho_1(x) = \log \rho_0(X_0) - \int_0^1 \nabla\cdot b(t, X_t)\,dt,
 integrated backwards from $t = 1$ with the divergence exact ($d$ vector-Jacobian
 products per point) or estimated by Hutchinson's $v^\top (\partial b / \partial x) v$
 with Rademacher probes $v$ fixed for the solve (unbiased for the integral, but the
-log is then a noisy estimate). Differentiable with respect to the model and the
+log is then a noisy estimate). Each point is solved on its own adaptive steps (mapped
+over the batch). Differentiable with respect to the model and the
 points (diffrax's checkpointed adjoint).
 """
 
@@ -21,20 +22,28 @@ from ._fields import check_labels
 from ._model import InterpolantModel
 
 
+def _value_and_exact_divergence(f, u):
+    value, vjp = jax.vjp(f, u)
+    rows = jax.vmap(vjp)(jnp.eye(u.shape[0], dtype=u.dtype))[0]
+    return value, jnp.trace(rows)
+
+
+def _value_and_hutchinson(f, u, probes):
+    value, vjp = jax.vjp(f, u)
+    products = jax.vmap(vjp)(probes)[0]
+    return value, jnp.mean(jnp.sum(products * probes, axis=1))
+
+
 def exact_divergence(f, u: Float[Array, " d"]) -> Float[Array, ""]:
     """$\\nabla \\cdot f(u)$ by $d$ vector-Jacobian products (the trace of the
     Jacobian, row by row)."""
-    _, vjp = jax.vjp(f, u)
-    rows = jax.vmap(vjp)(jnp.eye(u.shape[0], dtype=u.dtype))[0]
-    return jnp.trace(rows)
+    return _value_and_exact_divergence(f, u)[1]
 
 
 def hutchinson_divergence(f, u: Float[Array, " d"], probes: Float[Array, "k d"]):
     """Hutchinson's estimate $\\frac1k \\sum_i v_i^\\top (\\partial f / \\partial u) v_i$
     of $\\nabla \\cdot f(u)$, one vector-Jacobian product per probe $v_i$."""
-    _, vjp = jax.vjp(f, u)
-    products = jax.vmap(vjp)(probes)[0]
-    return jnp.mean(jnp.sum(products * probes, axis=1))
+    return _value_and_hutchinson(f, u, probes)[1]
 
 
 def log_likelihood(
@@ -81,36 +90,33 @@ def log_likelihood(
     else:
         v = None
 
-    def one_point(t, u, label, probe):
-        f = lambda u_: model.velocity(t, u_, label)  # noqa: E731
-        if probe is None:
-            div = exact_divergence(f, u)
-        else:
-            div = hutchinson_divergence(f, u, probe)
-        return f(u), div
+    def solve_one(u1, label, probe):
+        # One adaptive solve per point, mapped over the batch: every point meets the
+        # tolerance on its own (a shared step for the batch as one state took 52 steps
+        # where the per-point solves needed 18 on average and 38 at most, and ran at
+        # half the throughput: one run, 2000 points, the 3x64 MLP).
+        def vector_field(t, state, args):
+            u, _ = state
+            f = lambda u_: model.velocity(t, u_, label)  # noqa: E731
+            if probe is None:
+                return _value_and_exact_divergence(f, u)
+            return _value_and_hutchinson(f, u, probe)
 
-    def vector_field(t, state, args):
-        u, _ = state
-        if labels is None and v is None:
-            return jax.vmap(lambda u_: one_point(t, u_, None, None))(u)
-        if labels is None:
-            return jax.vmap(lambda u_, p: one_point(t, u_, None, p))(u, v)
-        if v is None:
-            return jax.vmap(lambda u_, y: one_point(t, u_, y, None))(u, labels)
-        return jax.vmap(lambda u_, y, p: one_point(t, u_, y, p))(u, labels, v)
+        sol = dfx.diffeqsolve(
+            dfx.ODETerm(vector_field),
+            dfx.Tsit5() if solver is None else solver,
+            1.0,
+            0.0,
+            None,
+            (u1, jnp.zeros((), u1.dtype)),
+            stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
+            max_steps=max_steps,
+            saveat=dfx.SaveAt(t1=True),
+        )
+        return sol.ys[0][-1], sol.ys[1][-1]
 
     u1 = model.normalise(x)
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(vector_field),
-        dfx.Tsit5() if solver is None else solver,
-        1.0,
-        0.0,
-        None,
-        (u1, jnp.zeros(n, u1.dtype)),
-        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-        saveat=dfx.SaveAt(t1=True),
-    )
-    u0, integral = sol.ys[0][-1], sol.ys[1][-1]
+    in_axes = (0, None if labels is None else 0, None if v is None else 0)
+    u0, integral = jax.vmap(solve_one, in_axes=in_axes)(u1, labels, v)
     # `integral` ran from 1 to 0: it is minus the integral of the divergence.
     return model.base_log_prob(u0) + integral - model.log_scale()
