@@ -8,6 +8,7 @@ in their dynamics.
 """
 
 import abc
+from collections.abc import Callable
 from typing import ClassVar
 
 import equinox as eqx
@@ -388,7 +389,9 @@ class NeuralCDE(AbstractDynamics):
         return state
 
 
-MODELS: dict[str, type[AbstractDynamics]] = {
+# The constructors by `--model` name (all take `(path_channels, hidden, width, depth,
+# bounded, *, key)`).
+MODELS: dict[str, Callable[..., AbstractDynamics]] = {
     "lsde": LSDE,
     "lnsde": LNSDE,
     "gsde": GSDE,

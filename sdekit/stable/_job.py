@@ -157,8 +157,8 @@ def default_out(config: FitConfig) -> str:
 def load_job_data(config: FitConfig) -> PreparedData:
     """The prepared arrays of a run, with its task object (deterministic given the
     config: the same masks, split and normaliser every time)."""
-    if config.dataset is not None:
-        train, test = load_dataset(config.dataset)
+    if config.data is None:
+        train, test = load_dataset(str(config.dataset))
     else:
         train, test = load_file(config.data, task=config.task, seed=config.seed)
         if test is None:

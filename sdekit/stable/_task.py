@@ -15,7 +15,8 @@ Every array dict a task builds has the series as leading axis, so that
 """
 
 import abc
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -90,7 +91,7 @@ class AbstractTask(eqx.Module):
 
     name: eqx.AbstractClassVar[str]
     monitor: eqx.AbstractClassVar[str]
-    mode: eqx.AbstractClassVar[str]
+    mode: eqx.AbstractClassVar[Literal["min", "max"]]
     stratify: eqx.AbstractClassVar[bool]
     skip: eqx.AbstractClassVar[bool]
 
@@ -181,7 +182,7 @@ class Classification(AbstractTask):
 
     name: ClassVar[str] = "classification"
     monitor: ClassVar[str] = "score"
-    mode: ClassVar[str] = "max"
+    mode: ClassVar[Literal["min", "max"]] = "max"
     stratify: ClassVar[bool] = True
     skip: ClassVar[bool] = False
 
@@ -266,7 +267,7 @@ class Regression(AbstractTask):
 
     name: ClassVar[str] = "regression"
     monitor: ClassVar[str] = "mse"
-    mode: ClassVar[str] = "min"
+    mode: ClassVar[Literal["min", "max"]] = "min"
     stratify: ClassVar[bool] = False
     skip: ClassVar[bool] = False
 
@@ -401,7 +402,7 @@ class Interpolation(AbstractObservationTask):
     holdout: float = eqx.field(default=0.3, static=True)
     name: ClassVar[str] = "interpolation"
     monitor: ClassVar[str] = "mse"
-    mode: ClassVar[str] = "min"
+    mode: ClassVar[Literal["min", "max"]] = "min"
     stratify: ClassVar[bool] = False
     # Learn the correction to linear interpolation rather than the values (co2 at
     # 30% missing: docs/stable-sdes.md, "Tasks").
@@ -441,7 +442,7 @@ class Forecasting(AbstractObservationTask):
     input_fraction: float = eqx.field(default=0.75, static=True)
     name: ClassVar[str] = "forecasting"
     monitor: ClassVar[str] = "mse"
-    mode: ClassVar[str] = "min"
+    mode: ClassVar[Literal["min", "max"]] = "min"
     stratify: ClassVar[bool] = False
     # The last value is a poor start for a trend and a season (co2: docs, "Tasks"),
     # so the head predicts the values themselves.
@@ -478,7 +479,9 @@ class Forecasting(AbstractObservationTask):
         }
 
 
-TASKS: dict[str, type[AbstractTask]] = {
+# Callables rather than classes for the type checker: a class with abstract class
+# variables reads to it as one whose constructor wants them.
+TASKS: dict[str, Callable[[], AbstractTask]] = {
     "classification": Classification,
     "regression": Regression,
     "interpolation": Interpolation,
