@@ -30,6 +30,7 @@ def test_demo_recovers_ou_parameters(tmp_path):
 
 
 def test_crps_prefers_the_truth():
+    import jax.random as jr
 
     data = simulate_observations(jr.key(3), 256)
     batch = {k: np.asarray(v) for k, v in data.items()}

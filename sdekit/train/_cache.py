@@ -63,8 +63,9 @@ def enable_compilation_cache(
         os.environ.setdefault("EQX_ON_ERROR", "nan")
     import jax
 
-    if jax.config.jax_compilation_cache_dir:
-        return pathlib.Path(jax.config.jax_compilation_cache_dir)
+    already = jax.config.jax_compilation_cache_dir  # pyright: ignore[reportAttributeAccessIssue]
+    if already:
+        return pathlib.Path(already)
     path = default_cache_dir() if directory is None else pathlib.Path(directory)
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -485,12 +485,13 @@ def load_report(directory: str | os.PathLike) -> dict[str, Any]:
         return _read_json(path / _REPORT)
     except FileNotFoundError:
         pass
+    meta = _read_meta(path)
     if not path.exists():
         why = "it does not exist"
-    elif _read_meta(path) is None:
+    elif meta is None:
         why = "it is not an sdekit checkpoint"
     else:
-        why = f"its run has not finished ({describe_run(_read_meta(path)['state'])})"
+        why = f"its run has not finished ({describe_run(meta['state'])})"
     raise FileNotFoundError(f"No report.json in {path}: {why}.")
 
 

@@ -261,7 +261,7 @@ def fit(
     resume: bool = True,
     overwrite: bool = False,
     progress: bool = True,
-    devices: Sequence[jax.Device] | None = None,
+    devices: Sequence[jax.Device] | None = None,  # pyright: ignore[reportInvalidTypeForm]
     checkpoint_every: int = 1,
 ) -> FitResult:
     """Train `model` by minibatch gradient descent on `loss_fn`.
@@ -417,6 +417,7 @@ def fit(
     best_model, best_epoch, best_metric = None, None, None
     since_improvement, stopped_early = 0, False
     if plan == "resume":
+        assert checkpoint_dir is not None
         loaded = read_checkpoint(
             checkpoint_dir, like_model=model, like_opt_state=opt_state
         )
@@ -478,6 +479,7 @@ def fit(
 
     def save(snapshot: tuple) -> None:
         state, model, opt_state, best_model = snapshot
+        assert checkpoint_dir is not None
         if main:
             save_checkpoint(
                 checkpoint_dir,

@@ -23,7 +23,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 BATCH_AXIS = "batch"
 
 
-def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(
+    devices: Sequence[jax.Device] | None = None,  # pyright: ignore[reportInvalidTypeForm]
+) -> Mesh:
     """Build the one-dimensional data-parallel mesh, with axis name `"batch"`.
 
     **Arguments:**
@@ -80,9 +82,9 @@ def _spans_processes(mesh: Mesh) -> bool:
     return any(d.process_index != jax.process_index() for d in mesh.devices.flat)
 
 
-def _put(x: Any, sharding: NamedSharding) -> jax.Array:
-    """`x` (the same host value on every process) placed with `sharding`."""
-    if not _spans_processes(sharding.mesh):
+def _put(x: Any, mesh: Mesh, sharding: NamedSharding) -> jax.Array:
+    """`x` (the same host value on every process) placed with `sharding` on `mesh`."""
+    if not _spans_processes(mesh):
         return jax.device_put(x, sharding)
     # `device_put` cannot reach other processes' devices; each process builds the
     # shards of its own devices from its copy of the value.
@@ -104,19 +106,21 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     Non-array leaves (activation functions, Python flags) are returned unchanged.
     """
     sharding = replicated(mesh)
-    return jtu.tree_map(lambda x: _put(x, sharding) if eqx.is_array(x) else x, tree)
+    return jtu.tree_map(
+        lambda x: _put(x, mesh, sharding) if eqx.is_array(x) else x, tree
+    )
 
 
 def replicate_batch(batch: Any, mesh: Mesh) -> Any:
     """Place a whole (e.g. trailing, indivisible) batch on every device of `mesh`."""
     sharding = replicated(mesh)
-    return jtu.tree_map(lambda x: _put(x, sharding), batch)
+    return jtu.tree_map(lambda x: _put(x, mesh, sharding), batch)
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
     """Place a minibatch with its leading (example) axis split across `mesh`."""
     sharding = batch_sharded(mesh)
-    return jtu.tree_map(lambda x: _put(x, sharding), batch)
+    return jtu.tree_map(lambda x: _put(x, mesh, sharding), batch)
 
 
 def constrain_replicated(tree: Any, mesh: Mesh) -> Any:
