@@ -4,6 +4,7 @@ the command line."""
 import contextlib
 import io
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -153,6 +154,7 @@ def _checkpoint_of(tmp_path, family):
         ("csv", "sdekit predict reads the series as .npy"),
         ("out", "give the name of a .npy file"),
         ("family", "Unknown model family 'langevin'"),
+        ("moved", "was trained on gone.npz, which is not there"),
     ],
 )
 def test_predict_bad_input_gets_one_line(fitted, tmp_path, capsys, case, message):
@@ -175,6 +177,10 @@ def test_predict_bad_input_gets_one_line(fitted, tmp_path, capsys, case, message
         out = tmp_path / "p.txt"
     elif case == "family":
         checkpoint = _checkpoint_of(tmp_path, "langevin")
+    elif case == "moved":  # the run's training data is no longer where it was
+        checkpoint = shutil.copytree(checkpoint, tmp_path / "copy")
+        config = json.loads((checkpoint / "config.json").read_text())
+        (checkpoint / "config.json").write_text(json.dumps({**config, "data": "gone.npz"}))
     if data.suffix == ".npy":
         np.save(data, values)
     argv = ["--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out)]

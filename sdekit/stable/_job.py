@@ -333,11 +333,21 @@ def _stored_run(checkpoint: str | os.PathLike) -> tuple[pathlib.Path, FitConfig]
             "find its family."
         )
     try:
-        return path, FitConfig(**stored).checked()
+        config = FitConfig(**stored).checked()
     except TypeError as e:
         raise ValueError(
             f"{path / 'config.json'} is not a stable-family config: {e}"
         ) from None
+    if config.data is not None and not os.path.isfile(config.data):
+        # Said here, or the reader's "--data file ... not found" would seem to be
+        # about the file given to `sdekit predict`.
+        raise ValueError(
+            f"{path} was trained on {config.data}, which is not there (a relative "
+            "path is read from the working directory); the run's data, masks and "
+            "normaliser are rebuilt from it, so run from where `sdekit fit` ran or "
+            "restore the file."
+        )
+    return path, config
 
 
 def _load_run(path: pathlib.Path, config: FitConfig):
