@@ -1,3 +1,5 @@
+import os
+
 import jax
 import jax.random as jr
 import pytest
@@ -21,3 +23,9 @@ def x64():
     jax.config.update("jax_enable_x64", True)
     yield
     jax.config.update("jax_enable_x64", previous)
+
+
+# Commands run in-process by the tests would otherwise fill the user's compilation
+# cache (and set EQX_ON_ERROR=nan for the rest of the session): tests/test_train.py
+# checks the cache itself, with its own directory.
+os.environ.setdefault("SDEKIT_NO_CACHE", "1")

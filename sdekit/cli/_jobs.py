@@ -33,6 +33,19 @@ def add_placeholder(subparsers, name: str) -> None:
     subparsers.add_parser(name, help=_HELP[name], add_help=False)
 
 
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    cluster = parser.add_argument_group(
+        "several processes (jax.distributed; default: this process alone, or "
+        "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or a "
+        "Slurm or Open MPI launch)"
+    )
+    cluster.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
+    cluster.add_argument(
+        "--num-processes", type=int, metavar="N", help="number of processes"
+    )
+    cluster.add_argument("--process-id", type=int, metavar="I", help="this process's index")
+
+
 def _add_shared(
     parser: argparse.ArgumentParser, name: str, family: _families.Family | None = None
 ) -> None:
@@ -65,20 +78,7 @@ def _add_shared(
             action="store_true",
             help="replace the sdekit checkpoint in --out with a fresh run",
         )
-        cluster = parser.add_argument_group(
-            "several processes (jax.distributed; default: this process alone, or "
-            "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or a "
-            "Slurm or Open MPI launch)"
-        )
-        cluster.add_argument(
-            "--coordinator", metavar="HOST:PORT", help="address of process 0"
-        )
-        cluster.add_argument(
-            "--num-processes", type=int, metavar="N", help="number of processes"
-        )
-        cluster.add_argument(
-            "--process-id", type=int, metavar="I", help="this process's index"
-        )
+        _add_cluster_options(parser)
     else:
         parser.add_argument(
             "--checkpoint",
@@ -160,6 +160,20 @@ def _find_family(name: str, argv: Sequence[str]) -> _families.Family | None:
     return _families.family_of_checkpoint(known.checkpoint)
 
 
+def _start_jax(name: str, argv: Sequence[str]) -> None:
+    """Settings that must precede the family's imports: the compilation cache before
+    equinox reads its error setting (see `enable_compilation_cache`), and joining a
+    multi-process run before anything starts JAX's backend."""
+    from .. import train  # light: its names load on first use
+
+    train.enable_compilation_cache()
+    if name == "fit":
+        cluster = argparse.ArgumentParser(add_help=False)
+        _add_cluster_options(cluster)
+        known, _ = cluster.parse_known_args(argv)
+        train.init_distributed(known.coordinator, known.num_processes, known.process_id)
+
+
 def _resume_command(argv: Sequence[str]) -> str:
     """The command line that continues an interrupted `sdekit fit`."""
     words = [w for w in argv if w not in ("--overwrite", "--resume")]
@@ -175,12 +189,8 @@ def run(name: str, argv: Sequence[str]) -> int:
             _add_shared(parser, name)
             parser.parse_args(argv)  # exits 2 naming the missing --checkpoint
         return 0
-    from .. import train  # light: its names load on first use
-
     if not any(a in ("-h", "--help") for a in argv):
-        # Before the family's modules import equinox, which reads its error setting
-        # once (see `enable_compilation_cache`); `--help` needs no JAX at all.
-        train.enable_compilation_cache()
+        _start_jax(name, argv)
     jobs = family.load_jobs()
     if name not in jobs:
         offered = ", ".join(f"sdekit {job}" for job in jobs)
@@ -195,8 +205,6 @@ def run(name: str, argv: Sequence[str]) -> int:
     job.add_arguments(parser)
     args = parser.parse_args(argv)
     args.family = family.name
-    if name == "fit":
-        train.init_distributed(args.coordinator, args.num_processes, args.process_id)
     try:
         report = job.run(args)
     except KeyboardInterrupt as interrupt:
