@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     # What type checkers and the API docs see; at run time the same names are loaded
     # on first use by `__getattr__` below.
     from ._api import (
+        AbstractSDE as AbstractSDE,
         girsanov_integrand as girsanov_integrand,
         GridBrownianPath as GridBrownianPath,
         ReversibleAdjoint as ReversibleAdjoint,
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
         solve as solve,
         split_kl as split_kl,
         step_grid as step_grid,
+        UnderdampedLangevinSDE as UnderdampedLangevinSDE,
         with_pathwise_kl as with_pathwise_kl,
     )
 

@@ -12,5 +12,6 @@ from ._kl import (
     split_kl as split_kl,
     with_pathwise_kl as with_pathwise_kl,
 )
-from ._sde import SDE as SDE
+from ._sde import AbstractSDE as AbstractSDE, SDE as SDE
 from ._solve import SDESolution as SDESolution, solve as solve
+from ._underdamped_langevin import UnderdampedLangevinSDE as UnderdampedLangevinSDE

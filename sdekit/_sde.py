@@ -1,5 +1,7 @@
-"""The SDE: drift, diffusion, noise structure and calculus, as one Equinox module."""
+"""The SDE: drift, diffusion, noise structure and calculus, as one Equinox module;
+and the abstract problem that [`sdekit.solve`][] integrates."""
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +19,53 @@ _NOISES = ("diagonal", "scalar", "general")
 _CALCULI = ("ito", "stratonovich")
 
 
-class SDE(eqx.Module):
+class AbstractSDE(eqx.Module):
+    """What [`sdekit.solve`][] needs of a stochastic differential equation: diffrax
+    terms for one path and for a batch of paths held as one state, the shape of the
+    Brownian motion, shape checks and a default solver. [`sdekit.SDE`][] (drift and
+    diffusion) and [`sdekit.UnderdampedLangevinSDE`][] implement it; a problem with
+    other diffrax terms plugs into `solve`, its engines and its Brownian paths by
+    implementing these methods.
+
+    The state of one path is an array, or a tuple of arrays of one shape (the
+    underdamped Langevin state $(x, v)$); `solve` adds a leading batch axis to each.
+    """
+
+    # Whether the diffusion is independent of the state (the solvers that are only
+    # correct for additive noise, such as diffrax.SEA, SRA1 and ShARK, check it).
+    additive: eqx.AbstractVar[bool]
+
+    @abc.abstractmethod
+    def brownian_shape(self, y_shape: Any) -> tuple[int, ...]:
+        """The shape of the Brownian motion driving one path whose state has shape
+        `y_shape` (for a tuple state, the tuple of its arrays' shapes)."""
+
+    @abc.abstractmethod
+    def terms(
+        self, brownian_path: dfx.AbstractBrownianPath, calculus: Calculus | None = None
+    ) -> dfx.AbstractTerm:
+        """diffrax terms for one path, driven by `brownian_path`, for a solver of the
+        given calculus (default: the problem's own)."""
+
+    @abc.abstractmethod
+    def batched_terms(
+        self, brownian_path: dfx.AbstractBrownianPath, calculus: Calculus | None = None
+    ) -> dfx.AbstractTerm:
+        """diffrax terms for a batch of paths held as one state (each array with a
+        leading batch axis), driven by `brownian_path` of shape
+        `(batch, *brownian_shape)` whose rows are the paths' own Brownian motions."""
+
+    @abc.abstractmethod
+    def check_shapes(self, t0: RealScalarLike, y: Any, args: PyTree) -> None:
+        """Raise a `ValueError` (at trace time) when the problem's functions do not
+        return what one path's state `y` needs."""
+
+    @abc.abstractmethod
+    def default_solver(self) -> dfx.AbstractSolver:
+        """The solver [`sdekit.solve`][] uses when none is given."""
+
+
+class SDE(AbstractSDE):
     r"""A stochastic differential equation
 
     $$\mathrm{d}y(t) = f(t, y(t))\,\mathrm{d}t + g(t, y(t))\,\mathrm{d}W(t)$$
@@ -155,6 +203,54 @@ class SDE(eqx.Module):
             dfx.ODETerm(drift), dfx.ControlTerm(self.diffusion_operator, brownian_path)
         )
 
+    def batched_terms(
+        self, brownian_path: dfx.AbstractBrownianPath, calculus: Calculus | None = None
+    ) -> dfx.MultiTerm:
+        """diffrax terms for a batch of paths held as one state `(batch, *state)`:
+        the drift (converted per path) and the diffusion mapped over the paths."""
+        drift = self.drift_in(calculus or self.calculus)
+        return dfx.MultiTerm(
+            dfx.ODETerm(_BatchedDrift(drift)),
+            dfx.ControlTerm(_BatchedDiffusion(self), brownian_path),
+        )
+
+    def check_shapes(self, t0: RealScalarLike, y: State, args: PyTree) -> None:
+        """Trace-time checks that drift and diffusion return what the noise structure
+        says, for one path's state `y`."""
+        drift = jax.eval_shape(self.drift, t0, y, args)
+        if getattr(drift, "shape", None) != y.shape:
+            raise ValueError(
+                f"The drift must return an array shaped like the state {y.shape}, got "
+                f"{getattr(drift, 'shape', type(drift))}. Check the drift's output size."
+            )
+        diff = jax.eval_shape(self.diffusion, t0, y, args)
+        if self.noise in ("diagonal", "scalar"):
+            if getattr(diff, "shape", None) != y.shape:
+                raise ValueError(
+                    f"With noise={self.noise!r} the diffusion must return an array "
+                    f"shaped like the state {y.shape}, got "
+                    f"{getattr(diff, 'shape', type(diff))}."
+                )
+        elif isinstance(diff, lx.AbstractLinearOperator):
+            want = (y.shape, (self.noise_dim,))
+            got = (diff.out_structure().shape, diff.in_structure().shape)
+            if got != want:
+                raise ValueError(
+                    f"The diffusion operator must map noise of shape {want[1]} to the "
+                    f"state's shape {want[0]}, but maps {got[1]} to {got[0]}."
+                )
+        elif getattr(diff, "shape", None) != (*y.shape, self.noise_dim):
+            raise ValueError(
+                "With noise='general' the diffusion must return a matrix of shape "
+                f"{(*y.shape, self.noise_dim)} (state, noise_dim), got "
+                f"{getattr(diff, 'shape', type(diff))}."
+            )
+
+    def default_solver(self) -> dfx.AbstractSolver:
+        """`diffrax.Euler()` (Euler-Maruyama) for an Itô SDE, `diffrax.Heun()` for a
+        Stratonovich one."""
+        return dfx.Heun() if self.calculus == "stratonovich" else dfx.Euler()
+
 
 class _ConvertedDrift(eqx.Module):
     # A module, not a closure, so that the SDE's parameters stay visible as leaves to
@@ -166,3 +262,35 @@ class _ConvertedDrift(eqx.Module):
         return self.sde.drift(t, y, args) + self.sign * self.sde.ito_correction(
             t, y, args
         )
+
+
+class _BatchedDrift(eqx.Module):
+    drift: Callable[..., Any]
+
+    def __call__(self, t, y, args):
+        return jax.vmap(self.drift, in_axes=(None, 0, None))(t, y, args)
+
+
+class _BatchedDiffusion(eqx.Module):
+    sde: SDE
+
+    def __call__(self, t, y, args):
+        g = jax.vmap(self.sde.diffusion, in_axes=(None, 0, None))(t, y, args)
+        if self.sde.noise == "diagonal":
+            return lx.DiagonalLinearOperator(g)
+        batch = y.shape[0]
+        if self.sde.noise == "scalar":
+            # One scalar motion per path: dW has shape (batch,).
+            def mv(dw):
+                return g * dw.reshape(batch, *([1] * (g.ndim - 1)))
+
+            structure = jax.ShapeDtypeStruct((batch,), y.dtype)
+        else:
+
+            def mv(dw):
+                if isinstance(g, lx.AbstractLinearOperator):
+                    return jax.vmap(lambda op, w: op.mv(w))(g, dw)
+                return jnp.einsum("b...m,bm->b...", g, dw)
+
+            structure = jax.ShapeDtypeStruct((batch, self.sde.noise_dim), y.dtype)
+        return lx.FunctionLinearOperator(mv, structure)

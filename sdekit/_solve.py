@@ -1,6 +1,6 @@
 """solve(): a batch of SDE paths over diffrax, one key and one set of save times each."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, TYPE_CHECKING
 
 import diffrax as dfx
@@ -9,26 +9,21 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
-import lineax as lx
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree
 
 from ._adjoint import reversible_heun_solve, ReversibleAdjoint
-from ._brownian import GridBrownianPath
+from ._brownian import GridBrownianPath, levy_area_for
 from ._custom_types import Calculus
 from ._grid import num_uniform_steps, step_grid
-from ._sde import SDE
+from ._sde import AbstractSDE, SDE
+from ._underdamped_langevin import UnderdampedLangevinSDE
 
 
 if TYPE_CHECKING:
     from .noise import FractionalNoise
 
 
-# Solvers whose increments are Itô; every other diffrax SDE solver converges to the
-# Stratonovich solution (diffrax's "SDE solvers" documentation).
-_ITO_SOLVERS = (dfx.Euler, dfx.ItoMilstein)
-# Stochastic Runge-Kutta methods that are only correct for additive noise.
-_ADDITIVE_ONLY = (dfx.SEA, dfx.SRA1, dfx.ShARK)
 # Solvers that differentiate the diffusion (Milstein's correction term).
 _NEEDS_JACOBIAN = (dfx.ItoMilstein, dfx.StratonovichMilstein)
 
@@ -39,7 +34,8 @@ class SDESolution(eqx.Module):
     **Attributes:**
 
     - `ts`: save times, shape `(batch, n)`; padded entries repeat a path's last time.
-    - `ys`: the paths at `ts`, shape `(batch, n, *state)`.
+    - `ys`: the paths at `ts`, shape `(batch, n, *state)` (for a tuple state such as
+        the underdamped Langevin `(x, v)`, a tuple of such arrays).
     - `mask`: `(batch, n)` booleans, `False` on padding (paths with fewer times).
     - `stats`: diffrax's solver statistics per path (`num_steps`,
         `num_accepted_steps`, `num_rejected_steps`, `max_steps`), each `(batch,)`.
@@ -47,15 +43,27 @@ class SDESolution(eqx.Module):
     """
 
     ts: Float[Array, "batch n"]
-    ys: Float[Array, "batch n *state"]
+    ys: PyTree[Float[Array, "batch n ?*state"]]
     mask: Bool[Array, "batch n"]
     stats: dict[str, Array]
     result: dfx.RESULTS
 
 
 def solver_calculus(solver: dfx.AbstractSolver) -> Calculus:
-    """The calculus a diffrax solver's SDE solutions converge in."""
-    return "ito" if isinstance(solver, _ITO_SOLVERS) else "stratonovich"
+    """The calculus a diffrax solver's SDE solutions converge in, from diffrax's own
+    classification (`AbstractItoSolver`, `AbstractStratonovichSolver`); a solver that
+    is neither (an ODE solver such as `Tsit5`) raises a `ValueError`."""
+    if isinstance(solver, dfx.AbstractItoSolver):
+        return "ito"
+    if isinstance(solver, dfx.AbstractStratonovichSolver):
+        return "stratonovich"
+    raise ValueError(
+        f"{type(solver).__name__} is not an SDE solver (diffrax classes it as neither "
+        "Itô nor Stratonovich), so its SDE solutions are undefined. Pick an SDE "
+        "solver: Euler, Heun, EulerHeun, Midpoint, ReversibleHeun, ItoMilstein, "
+        "StratonovichMilstein, SEA, SRA1, ShARK, GeneralShARK, SPaRK, SlowRK, or "
+        "ALIGN, ShOULD, QUICSORT for an UnderdampedLangevinSDE."
+    )
 
 
 def _is_concrete(x) -> bool:
@@ -130,37 +138,6 @@ def _check_times(ts, mask, t0, t1) -> None:
         )
 
 
-def _check_shapes(sde: SDE, y0: Float[Array, "*state"], t0, args) -> None:
-    """Trace-time checks that drift and diffusion return what the noise structure says."""
-    drift = jax.eval_shape(sde.drift, t0, y0, args)
-    if getattr(drift, "shape", None) != y0.shape:
-        raise ValueError(
-            f"The drift must return an array shaped like the state {y0.shape}, got "
-            f"{getattr(drift, 'shape', type(drift))}. Check the drift's output size."
-        )
-    diff = jax.eval_shape(sde.diffusion, t0, y0, args)
-    if sde.noise in ("diagonal", "scalar"):
-        if getattr(diff, "shape", None) != y0.shape:
-            raise ValueError(
-                f"With noise={sde.noise!r} the diffusion must return an array shaped "
-                f"like the state {y0.shape}, got {getattr(diff, 'shape', type(diff))}."
-            )
-    elif isinstance(diff, lx.AbstractLinearOperator):
-        want = (y0.shape, jax.ShapeDtypeStruct((sde.noise_dim,), y0.dtype).shape)
-        got = (diff.out_structure().shape, diff.in_structure().shape)
-        if got != want:
-            raise ValueError(
-                f"The diffusion operator must map noise of shape {want[1]} to the "
-                f"state's shape {want[0]}, but maps {got[1]} to {got[0]}."
-            )
-    elif getattr(diff, "shape", None) != (*y0.shape, sde.noise_dim):
-        raise ValueError(
-            "With noise='general' the diffusion must return a matrix of shape "
-            f"{(*y0.shape, sde.noise_dim)} (state, noise_dim), got "
-            f"{getattr(diff, 'shape', type(diff))}."
-        )
-
-
 def _per_path_keys(key, batch: int):
     """One typed key per path, from one key or from `batch` keys (typed or raw)."""
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
@@ -204,8 +181,9 @@ def solve(
 
     **Arguments:**
 
-    - `sde`: the [`sdekit.SDE`][].
-    - `y0`: initial states, shape `(batch, *state)`.
+    - `sde`: the [`sdekit.SDE`][] (or [`sdekit.UnderdampedLangevinSDE`][]).
+    - `y0`: initial states, shape `(batch, *state)`; for an underdamped Langevin
+        SDE the pair `(x0, v0)`, each `(batch, *x_shape)`.
     - `ts`: save times: shared `(n,)`, per path `(batch, n)`, or a list of `batch`
         1-D arrays of different lengths (padded; see `SDESolution.mask`). Each path's
         times must be strictly increasing and lie in `[t0, t1]`.
@@ -213,9 +191,13 @@ def solve(
     - `dt0`: the step size (the largest step on the grid), `> 0`.
     - `t0`, `t1`: the interval; default the first and last save time (over all paths).
         Must be Python numbers under `jit` if `ts` is traced.
-    - `solver`: a diffrax solver; default `Euler()` (Euler-Maruyama) for an Itô SDE,
-        `Heun()` for a Stratonovich one. A solver of the other calculus is fine: the
-        drift is converted (see [`sdekit.SDE.drift_in`][]).
+    - `solver`: a diffrax SDE solver; default `Euler()` (Euler-Maruyama) for an Itô
+        SDE, `Heun()` for a Stratonovich one, `ALIGN()` for an underdamped Langevin
+        SDE. A solver of the other calculus is fine: the drift is converted (see
+        [`sdekit.SDE.drift_in`][]). Solvers that need Lévy areas (`SEA`, `SRA1`,
+        `ShARK`, `GeneralShARK`, `SPaRK`, `SlowRK`, `ALIGN`, `ShOULD`, `QUICSORT`) get
+        them from the Brownian path, which generates the solver's
+        `minimal_levy_area`. An ODE solver (`Tsit5`, ...) is refused.
     - `adjoint`: default `diffrax.RecursiveCheckpointAdjoint` keeping every step;
         [`sdekit.ReversibleAdjoint`][] for $O(1)$ memory in the number of steps.
     - `brownian`: `"grid"` (default) or `"virtual"` (diffrax's
@@ -256,21 +238,30 @@ def solve(
             args=args,
             max_steps=max_steps,
         )
-    if not isinstance(sde, SDE):
-        raise TypeError(f"`sde` must be an sdekit.SDE, got {type(sde).__name__}.")
+    if not isinstance(sde, AbstractSDE):
+        raise TypeError(
+            "`sde` must be an sdekit.SDE or sdekit.UnderdampedLangevinSDE, got "
+            f"{type(sde).__name__}."
+        )
     if not isinstance(dt0, (int, float)) or not dt0 > 0:
         raise ValueError(f"`dt0` must be a positive number, got {dt0!r}.")
     if brownian not in ("grid", "virtual"):
         raise ValueError(f"`brownian` must be 'grid' or 'virtual', got {brownian!r}.")
-    y0 = jnp.asarray(y0)
-    if not jnp.issubdtype(y0.dtype, jnp.floating):
-        y0 = y0.astype(jnp.result_type(float))
-    if y0.ndim < 2:
+    y0 = jtu.tree_map(_as_float_array, y0)
+    leaves = jtu.tree_leaves(y0)
+    if not leaves or any(leaf.ndim < 2 for leaf in leaves):
+        shapes = [leaf.shape for leaf in leaves]
         raise ValueError(
-            f"`y0` must be batched, shape (batch, *state), got shape {y0.shape}; for "
+            f"`y0` must be batched, shape (batch, *state), got shape(s) {shapes}; for "
             "one path use y0[None]."
         )
-    batch = y0.shape[0]
+    batch = leaves[0].shape[0]
+    if any(leaf.shape[0] != batch for leaf in leaves):
+        raise ValueError(
+            "Every array of `y0` needs the same leading batch size, got "
+            f"{[leaf.shape[0] for leaf in leaves]}."
+        )
+    dtype = leaves[0].dtype
     shared_times = not isinstance(ts, Sequence) and jnp.ndim(ts) == 1
     ts, mask = _as_batched_times(ts, batch)
     if _is_concrete(ts):
@@ -291,33 +282,23 @@ def solve(
         )
     if not float(t1) > float(t0):
         raise ValueError(f"Need t0 < t1, got t0={t0}, t1={t1}.")
-    if _is_concrete(y0):
-        if not np.all(np.isfinite(np.asarray(y0))):
-            raise ValueError("`y0` contains NaN or infinite values.")
-    else:
-        y0 = eqx.error_if(
-            y0, ~jnp.isfinite(y0), "`y0` contains NaN or infinite values."
-        )
-    _check_shapes(sde, y0[0], t0, args)
+    y0 = jtu.tree_map(_check_finite, y0)
+    sde.check_shapes(t0, jtu.tree_map(lambda leaf: leaf[0], y0), args)
     # Concrete times stay available on the host for building grids as constants.
-    ts_host = (
-        np.asarray(
-            ts, jax.dtypes.canonicalize_dtype(np.result_type(ts.dtype, y0.dtype))
-        )
-        if _is_concrete(ts)
-        else None
-    )
+    time_dtype = jax.dtypes.canonicalize_dtype(np.result_type(ts.dtype, dtype))
+    ts_host = np.asarray(ts, time_dtype) if _is_concrete(ts) else None
     # Times in the state's precision (no float64 request when x64 is off).
-    ts = jnp.asarray(
-        ts, jax.dtypes.canonicalize_dtype(np.result_type(ts.dtype, y0.dtype))
-    )
+    ts = jnp.asarray(ts, time_dtype)
     mask = jnp.asarray(mask)
 
     reversible = isinstance(adjoint, ReversibleAdjoint)
     if solver is None and reversible:
         solver = dfx.ReversibleHeun()
     elif solver is None:
-        solver = dfx.Heun() if sde.calculus == "stratonovich" else dfx.Euler()
+        solver = sde.default_solver()
+    if not isinstance(solver, dfx.AbstractSolver):
+        raise TypeError(f"`solver` must be a diffrax solver, got {type(solver).__name__}.")
+    solver_calculus(solver)  # an SDE solver, or a clear error
     if reversible:
         if not isinstance(solver, dfx.ReversibleHeun):
             raise ValueError(
@@ -328,7 +309,23 @@ def solve(
             raise ValueError(
                 "`ReversibleAdjoint` needs fixed steps on the grid Brownian path."
             )
-    if isinstance(solver, _ADDITIVE_ONLY) and not sde.additive:
+        if not isinstance(sde, SDE):
+            raise ValueError(
+                "`ReversibleAdjoint` needs an sdekit.SDE (an array state); use the "
+                "default adjoint for other problems."
+            )
+    if isinstance(solver, dfx.AbstractFosterLangevinSRK) and not isinstance(
+        sde, UnderdampedLangevinSDE
+    ):
+        raise ValueError(
+            f"{type(solver).__name__} integrates the underdamped Langevin diffusion "
+            "only: pass an sdekit.UnderdampedLangevinSDE, or pick another solver."
+        )
+    if (
+        isinstance(solver, dfx.AbstractSRK)
+        and solver.tableau.is_additive_noise()
+        and not sde.additive
+    ):
         raise ValueError(
             f"{type(solver).__name__} is only correct for additive noise; declare "
             "`SDE(..., additive=True)` if the diffusion does not depend on y, or pick "
@@ -366,6 +363,21 @@ def solve(
     return _solve(sde, y0, ts, mask, keys, grid, args, options)
 
 
+def _as_float_array(x) -> Array:
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def _check_finite(y: Array) -> Array:
+    if _is_concrete(y):
+        if not np.all(np.isfinite(np.asarray(y))):
+            raise ValueError("`y0` contains NaN or infinite values.")
+        return y
+    return eqx.error_if(y, ~jnp.isfinite(y), "`y0` contains NaN or infinite values.")
+
+
 class _Options(eqx.Module):
     """Everything `_solve` compiles against (static under `filter_jit`)."""
 
@@ -380,11 +392,20 @@ class _Options(eqx.Module):
     max_steps: int | None
 
 
+def _state_shape(y0) -> Any:
+    # One path's state shape: a tuple of ints, or one per array of a tuple state.
+    return jtu.tree_map(lambda leaf: leaf.shape, y0)
+
+
+def _dtype(y0):
+    return jtu.tree_leaves(y0)[0].dtype
+
+
 @eqx.filter_jit
 def _solve(sde, y0, ts, mask, keys, grid, args, options: _Options) -> SDESolution:
     # One compiled program even when `solve` is called eagerly: op-by-op dispatch of
     # the set-up would otherwise compile dozens of small programs on the first call.
-    batch = y0.shape[0]
+    batch = jtu.tree_leaves(y0)[0].shape[0]
     calculus = solver_calculus(options.solver)
     if grid is not None:
         ys, stats, result = _solve_as_one_state(
@@ -410,13 +431,19 @@ def _solve(sde, y0, ts, mask, keys, grid, args, options: _Options) -> SDESolutio
 
 
 def _solve_one_path(sde, calculus, y0, ts, key, args, o: _Options):
-    bshape = sde.brownian_shape(y0.shape)
+    bshape = sde.brownian_shape(_state_shape(y0))
+    levy_area = levy_area_for(o.solver)
     reversible = isinstance(o.adjoint, ReversibleAdjoint)
     if o.brownian == "grid":
         grid = step_grid(o.t0, o.t1, o.num_steps, ts)
         # The reversible adjoint regenerates increments from the key: no stored path.
         path = GridBrownianPath(
-            grid, bshape, key, dtype=y0.dtype, presample=not reversible
+            grid,
+            bshape,
+            key,
+            dtype=_dtype(y0),
+            presample=not reversible,
+            levy_area=levy_area,
         )
         terms = sde.terms(path, calculus)
         if reversible:
@@ -429,8 +456,10 @@ def _solve_one_path(sde, calculus, y0, ts, key, args, o: _Options):
         # Keeping every step is what a hand-written scan does: no recomputation.
         default_adjoint = dfx.RecursiveCheckpointAdjoint(checkpoints=steps)
     else:
-        shape = jax.ShapeDtypeStruct(bshape, y0.dtype)
-        path = dfx.VirtualBrownianTree(o.t0, o.t1, tol=o.dt0 / 2, shape=shape, key=key)
+        shape = jax.ShapeDtypeStruct(bshape, _dtype(y0))
+        path = dfx.VirtualBrownianTree(
+            o.t0, o.t1, tol=o.dt0 / 2, shape=shape, key=key, levy_area=levy_area
+        )
         terms = sde.terms(path, calculus)
         controller = o.stepsize_controller or dfx.ConstantStepSize()
         steps = o.max_steps or 16 * o.num_steps
@@ -452,55 +481,22 @@ def _solve_one_path(sde, calculus, y0, ts, key, args, o: _Options):
     return sol.ys, sol.stats, sol.result
 
 
-class _BatchedDrift(eqx.Module):
-    drift: Callable[..., Any]
-
-    def __call__(self, t, y, args):
-        return jax.vmap(self.drift, in_axes=(None, 0, None))(t, y, args)
-
-
-class _BatchedDiffusion(eqx.Module):
-    sde: SDE
-
-    def __call__(self, t, y, args):
-        g = jax.vmap(self.sde.diffusion, in_axes=(None, 0, None))(t, y, args)
-        if self.sde.noise == "diagonal":
-            return lx.DiagonalLinearOperator(g)
-        batch = y.shape[0]
-        if self.sde.noise == "scalar":
-            # One scalar motion per path: dW has shape (batch,).
-            def mv(dw):
-                return g * dw.reshape(batch, *([1] * (g.ndim - 1)))
-
-            structure = jax.ShapeDtypeStruct((batch,), y.dtype)
-        else:
-
-            def mv(dw):
-                if isinstance(g, lx.AbstractLinearOperator):
-                    return jax.vmap(lambda op, w: op.mv(w))(g, dw)
-                return jnp.einsum("b...m,bm->b...", g, dw)
-
-            structure = jax.ShapeDtypeStruct((batch, self.sde.noise_dim), y.dtype)
-        return lx.FunctionLinearOperator(mv, structure)
-
-
 def _solve_as_one_state(sde, calculus, y0, ts, keys, grid, args, o: _Options):
     """All paths share their save times, so they share one step grid: integrate the
     batch as a single state. One time loop instead of `vmap` over per-path loops,
     whose batched control flow costs about half again as much per step (measured:
     docs/benchmarks.md). The noise is the same as path by path: one key per path."""
     reversible = isinstance(o.adjoint, ReversibleAdjoint)
+    one_path_shape = jtu.tree_map(lambda leaf: leaf.shape[1:], y0)
     path = GridBrownianPath(
         grid,
-        sde.brownian_shape(y0.shape[1:]),
+        sde.brownian_shape(one_path_shape),
         keys,
-        dtype=y0.dtype,
+        dtype=_dtype(y0),
         presample=not reversible,
+        levy_area=levy_area_for(o.solver),
     )
-    terms = dfx.MultiTerm(
-        dfx.ODETerm(_BatchedDrift(sde.drift_in(calculus))),
-        dfx.ControlTerm(_BatchedDiffusion(sde), path),
-    )
+    terms = sde.batched_terms(path, calculus)
     steps = grid.shape[0] - 1
     if reversible:
         save_index = jnp.searchsorted(grid, ts, side="left")
@@ -523,7 +519,7 @@ def _solve_as_one_state(sde, calculus, y0, ts, keys, grid, args, o: _Options):
         )
         ys, stats, result = sol.ys, sol.stats, sol.result
     # diffrax stacks saves first: (n, batch, *state) -> (batch, n, *state).
-    return jnp.moveaxis(ys, 0, 1), stats, result
+    return jtu.tree_map(lambda y: jnp.moveaxis(y, 0, 1), ys), stats, result
 
 
 def _fixed_step_stats(steps: int) -> dict[str, Array]:

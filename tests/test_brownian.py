@@ -3,7 +3,9 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import pytest
 import scipy.stats
+from helpers import mean_tolerance, variance_tolerance
 
 import sdekit
 
@@ -74,3 +76,102 @@ def test_differentiable_solve_through_path(getkey):
 
     y0 = jnp.array([2.0])
     np.testing.assert_allclose(jax.grad(final)(y0)[0], final(y0) / 2.0, rtol=1e-5)
+
+
+LEVY_AREAS = [dfx.SpaceTimeLevyArea, dfx.SpaceTimeTimeLevyArea]
+
+
+@pytest.mark.parametrize("levy_area", LEVY_AREAS)
+def test_levy_area_moments(getkey, levy_area):
+    # Over one grid interval of length h: W ~ N(0, h), H ~ N(0, h/12), K ~ N(0, h/720),
+    # independent. Over two intervals [0, 2h] the combination must give H ~ N(0, 2h/12)
+    # with Cov(H_{0,2h}, W_{0,h}) = h/4, and K ~ N(0, 2h/720) with
+    # Cov(K_{0,2h}, W_{0,h}) = 0 and Cov(K_{0,2h}, H_{0,h}) = h/96 (the integrals of the
+    # Brownian bridge's covariance against the areas' weights).
+    n = 20_000
+    ts = jnp.array([0.0, 0.3, 0.6, 1.0])
+    h = 0.3
+
+    def draw(k):
+        path = sdekit.GridBrownianPath(ts, (), k, levy_area=levy_area)
+        return path.evaluate(0.0, 0.3, use_levy=True), path.evaluate(
+            0.0, 0.6, use_levy=True
+        )
+
+    one, two = jax.vmap(draw)(jr.split(getkey(), n))
+    assert isinstance(one, levy_area) and isinstance(two, levy_area)
+    np.testing.assert_allclose(one.dt[0], h, rtol=1e-6)
+    parts = [("W", 1.0), ("H", 1 / 12)]
+    if levy_area is dfx.SpaceTimeTimeLevyArea:
+        parts.append(("K", 1 / 720))
+    for name, scale in parts:
+        for x, length in ((getattr(one, name), h), (getattr(two, name), 2 * h)):
+            x = np.asarray(x)
+            var = scale * length
+            assert abs(x.mean()) < mean_tolerance(np.sqrt(var), n), name
+            assert abs(x.var() - var) < variance_tolerance(var, n), name
+
+    def check_cov(a, b, expected):
+        a, b = np.asarray(a), np.asarray(b)
+        prod = (a - a.mean()) * (b - b.mean())
+        assert abs(prod.mean() - expected) < mean_tolerance(prod.std(), n)
+
+    check_cov(one.W, one.H, 0.0)
+    check_cov(two.H, one.W, h / 4)
+    if levy_area is dfx.SpaceTimeTimeLevyArea:
+        check_cov(one.W, one.K, 0.0)
+        check_cov(one.H, one.K, 0.0)
+        check_cov(two.K, one.W, 0.0)
+        check_cov(two.K, one.H, h / 96)
+
+
+@pytest.mark.parametrize("levy_area", [dfx.BrownianIncrement, *LEVY_AREAS])
+def test_levy_areas_same_in_every_mode(getkey, levy_area):
+    # Presampled, drawn on demand (presample=False) and a batch of keys as one path all
+    # give the same increment and areas over each grid interval.
+    ts = jnp.linspace(0.0, 1.0, 6)
+    keys = jr.split(getkey(), 3)
+    batched = sdekit.GridBrownianPath(ts, (2,), keys, levy_area=levy_area)
+    n = jnp.arange(5)
+
+    def every_interval(path):
+        return jax.vmap(lambda a, b: path.evaluate(a, b, use_levy=True))(ts[n], ts[n + 1])
+
+    together = every_interval(batched)
+    for i, k in enumerate(keys):
+        stored = sdekit.GridBrownianPath(ts, (2,), k, levy_area=levy_area)
+        lazy = sdekit.GridBrownianPath(
+            ts, (2,), k, levy_area=levy_area, presample=False
+        )
+        a, b = every_interval(stored), every_interval(lazy)
+        for name in ("W", "H", "K"):
+            if hasattr(a, name):
+                x, y, z = getattr(a, name), getattr(b, name), getattr(together, name)
+                assert x.shape == (5, 2)
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+                np.testing.assert_allclose(z[:, i], y, rtol=1e-5, atol=1e-7)
+
+
+def test_levy_areas_off_grid_are_nan_and_bad_input(getkey):
+    ts = jnp.linspace(0.0, 1.0, 5)
+    path = sdekit.GridBrownianPath(
+        ts, (), getkey(), levy_area=dfx.SpaceTimeTimeLevyArea
+    )
+    off = path.evaluate(0.1, 0.5, use_levy=True)
+    assert np.isnan(off.H) and np.isnan(off.K) and np.isfinite(off.W)
+    on = path.evaluate(0.25, 0.75, use_levy=True)
+    assert np.isfinite(on.H) and np.isfinite(on.K)
+    with pytest.raises(ValueError, match="levy_area"):
+        sdekit.GridBrownianPath(ts, (), getkey(), levy_area=dfx.AbstractSpaceTimeLevyArea)
+
+
+def test_levy_area_for_solvers():
+    # The path generates what the solver's own `minimal_levy_area` asks for.
+    from sdekit._brownian import levy_area_for
+
+    assert levy_area_for(dfx.Euler()) is dfx.BrownianIncrement
+    assert levy_area_for(dfx.Heun()) is dfx.BrownianIncrement
+    for solver in (dfx.SEA(), dfx.SRA1(), dfx.ShARK(), dfx.ALIGN()):
+        assert levy_area_for(solver) is dfx.SpaceTimeLevyArea
+    for solver in (dfx.ShOULD(), dfx.QUICSORT()):
+        assert levy_area_for(solver) is dfx.SpaceTimeTimeLevyArea
