@@ -25,7 +25,7 @@ from ._likelihood import log_likelihood
 from ._loss import interpolant_loss
 from ._model import ACTIVATIONS, data_scaling, InterpolantModel, LOSSES
 from ._sample import sample
-from ._train import scan_steps
+from ._train import minibatch_loss, scan_steps
 
 
 FAMILY = "interpolants"
@@ -335,13 +335,6 @@ def fit_job(
             label_dropout=config.label_dropout,
         )
 
-    def first_step_loss(m, data_batch, key):
-        # The trainer hands over the whole training set; the chunk's first step uses
-        # a minibatch of it, the scan the rest.
-        k_batch, k_loss = jr.split(key)
-        index = jr.randint(k_batch, (config.batch_size,), 0, len(data_batch["x"]))
-        return loss_fn(m, jax.tree.map(lambda a: a[index], data_batch), k_loss)
-
     epochs = math.ceil(config.steps / config.steps_per_call)
     schedule = optax.cosine_decay_schedule(
         config.lr, epochs * config.steps_per_call, alpha=0.01
@@ -371,7 +364,7 @@ def fit_job(
     num = len(data.train["x"])
     result = _train.fit(
         model,
-        first_step_loss,
+        minibatch_loss(loss_fn, config.batch_size),
         data.train,
         key=jr.fold_in(jr.key(config.seed), 0),
         optimizer=optimizer,

@@ -2,8 +2,8 @@
 
 Dispatching one small jitted step from Python costs more than the step itself: for
 the 3x64 MLP at batch 256, 0.65-0.9 ms per step inside one `lax.scan` against 9-15
-ms per step called one at a time (2 shared CPU cores, one run,
-`/tmp`-measured while writing this module). [`sdekit.train.fit`][] takes one
+ms per step called one at a time (docs/benchmarks.md, "Stochastic interpolants").
+[`sdekit.train.fit`][] takes one
 optimiser step per call, so the interpolants hand it an optimiser that takes many:
 [`sdekit.interpolants.scan_steps`][] wraps an optax optimiser so that each update
 applies the trainer's gradient and then `steps - 1` more steps on minibatches drawn
@@ -94,3 +94,19 @@ def scan_steps(
         return total, ScanStepsState(inner, state.chunk + 1)
 
     return optax.GradientTransformation(init, update)
+
+
+def minibatch_loss(
+    loss_fn: Callable[[Any, PyTree, PRNGKeyArray], tuple[Array, dict]], batch_size: int
+) -> Callable[[Any, PyTree, PRNGKeyArray], tuple[Array, dict]]:
+    """`loss_fn` evaluated on `batch_size` examples drawn (with replacement) from the
+    batch it is given: the loss to hand [`sdekit.train.fit`][] beside
+    [`sdekit.interpolants.scan_steps`][], whose trainer batch is the whole training
+    set. (Without it the chunk's first step would see the whole set: an OT coupling
+    of thousands of points.)"""
+
+    def loss(model, data, key):
+        k_batch, k_loss = jr.split(key)
+        return loss_fn(model, minibatch(data, k_batch, batch_size), k_loss)
+
+    return loss
