@@ -1,5 +1,6 @@
-"""sdekit.stable: the models' structure, GSDE positivity, tasks, a small fit and the
-checkpoint round trip."""
+"""sdekit.stable: the models' structure, GSDE positivity, the tasks as objects (one
+masked MSE, predictions back in the data's units), the equinox pattern, small-data
+refusals and warnings, a small fit, the checkpoint round trip and predict_job."""
 
 import warnings
 
