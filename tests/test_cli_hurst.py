@@ -12,9 +12,11 @@ HURST = "sdekit.cli._hurst"
 
 
 @pytest.fixture
-def run(capsys):
-    """Run `sdekit hurst ...` in-process through the real CLI entry point."""
+def run(capsys, monkeypatch):
+    """Run `sdekit hurst ...` in-process through the real CLI entry point (without
+    the persistent compilation cache, which would stay on for the whole session)."""
     assert HURST in cli.SUBCOMMANDS
+    monkeypatch.setenv("SDEKIT_NO_CACHE", "1")
 
     def call(*argv):
         status = cli.main(["hurst", *argv])
@@ -44,6 +46,9 @@ def test_npy_and_csv_give_the_same_estimate(run, tmp_path, series):
     assert status == 0, err
     result = _last_json(out)
     assert {"hurst", "hurst_std", "log_likelihood", "seconds"} <= set(result)
+    # 400 points: fBM's exact dense likelihood (the faster route there), named in
+    # the report.
+    assert result["details"]["method"] == "dense" and "(dense likelihood)" in out
     assert abs(result["hurst"] - 0.7) < 0.12 and 0 < result["hurst_std"] < 0.1
     assert result["num_observed"] == 398
     csv = tmp_path / "x.csv"
@@ -110,6 +115,7 @@ def test_fou_model_reports_drift(run, tmp_path, series):
         # Two columns whose first is not a time axis: not two series.
         (np.random.default_rng(0).normal(size=(30, 2)), (), "not strictly increasing"),
         (np.c_[np.arange(30.0), np.ones(30)], ("--dt", "1"), "drop --dt/--times"),
+        (np.arange(50.0), ("--dt", "1", "--model", "fou", "--method", "dense"), "fBM"),
     ],
 )
 def test_bad_input_is_one_error_line(run, tmp_path, content, args, message):

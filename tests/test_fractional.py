@@ -5,19 +5,25 @@ import functools as ft
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
 import pytest
 import scipy.linalg as sl
+import scipy.stats
 from helpers import mean_tolerance, variance_tolerance
 from scipy.optimize import minimize_scalar
 
 import sdekit
 import sdekit.train
 from sdekit.fractional import (
+    _hurst,
+    DENSE_MAX_POINTS,
     estimate_hurst,
+    estimation_setup,
+    fbm_log_likelihood,
     fit_fou_mle,
     fou_system,
     FractionalOU,
@@ -27,6 +33,7 @@ from sdekit.fractional import (
     profile_log_likelihood,
     van_loan,
 )
+from sdekit.fractional._search import search
 from sdekit.noise import FractionalNoise
 
 
@@ -80,18 +87,135 @@ def test_fou_moments_against_exact_transition(x64, getkey):
 
 @pytest.mark.parametrize(("hurst", "seed"), [(0.35, 1), (0.75, 2)])
 def test_estimate_hurst_matches_exact_mle(hurst, seed):
-    # On 1000-point fBM paths the exact MLE has RMSE ~0.023 (REFERENCES); sdekit's
-    # estimate must agree with it on the same path far more closely than that.
+    # On 1000-point fBM paths the exact MLE has RMSE ~0.023 (REFERENCES). The dense
+    # route maximises that very likelihood, so it must find the same maximum (to the
+    # optimiser's tolerance); the Kalman route's MA-fBM likelihood must agree with it
+    # far more closely than either agrees with the truth.
     path = fbm_path(seed, hurst, 1000)
-    est = estimate_hurst(path, dt=1 / 999)
     exact = exact_mle(path)
-    assert abs(est.hurst - exact) < 0.006, (est.hurst, exact)
-    assert abs(est.hurst - hurst) < 4.5 * 0.023
-    # The curvature's standard error is the right size (asymptotic sd ~0.02).
-    assert 0.01 < est.hurst_std < 0.04
-    # The usual normalisation: the paths have Var B(1) = 1.
-    assert 0.6 < est.sigma < 1.6
-    assert est.converged and est.obs_std == 0.0
+    dense = estimate_hurst(path, dt=1 / 999, method="dense")
+    kalman = estimate_hurst(path, dt=1 / 999, method="kalman")
+    assert dense.details["method"] == "dense" and kalman.details["method"] == "kalman"
+    assert abs(dense.hurst - exact) < 2e-4, (dense.hurst, exact)
+    assert abs(kalman.hurst - exact) < 0.006, (kalman.hurst, exact)
+    for est in (dense, kalman):
+        assert abs(est.hurst - hurst) < 4.5 * 0.023
+        # The curvature's standard error is the right size (asymptotic sd ~0.02).
+        assert 0.01 < est.hurst_std < 0.04
+        # The usual normalisation: the paths have Var B(1) = 1.
+        assert 0.6 < est.sigma < 1.6
+        assert est.converged and est.obs_std == 0.0
+    # The two likelihoods' curvatures, and scales, agree too.
+    np.testing.assert_allclose(kalman.hurst_std, dense.hurst_std, rtol=0.05)
+    np.testing.assert_allclose(kalman.sigma, dense.sigma, rtol=0.05)
+
+
+def _levels_log_likelihood(times, ys, hurst, sigma, obs_std):
+    # log p(y_2..n | y_1) with a flat prior on the level: the density of the
+    # differences y_i - y_1, whose covariance is that of fBM started at t_1 plus the
+    # noise of y_i and of y_1 (levels, not increments: an independent formula).
+    keep = ~np.isnan(ys)
+    t, y = times[keep], ys[keep]
+    u = t[1:] - t[0]
+    cov = 0.5 * (
+        u[:, None] ** (2 * hurst)
+        + u[None, :] ** (2 * hurst)
+        - np.abs(u[:, None] - u[None, :]) ** (2 * hurst)
+    )
+    cov = sigma**2 * cov + obs_std**2 * (np.eye(len(u)) + 1.0)
+    return scipy.stats.multivariate_normal(np.zeros(len(u)), cov).logpdf(y[1:] - y[0])
+
+
+@pytest.mark.parametrize(("hurst", "obs_std"), [(0.3, 0.0), (0.8, 0.2)])
+def test_fbm_log_likelihood_against_the_covariance_of_levels(x64, hurst, obs_std):
+    rng = np.random.default_rng(0)
+    times = np.sort(rng.uniform(0.0, 3.0, 40))
+    ys = np.cumsum(rng.normal(size=40)) * 0.3
+    ys[[5, 17]] = np.nan
+    got = fbm_log_likelihood(times, ys, hurst=hurst, sigma=0.7, obs_std=obs_std)
+    want = _levels_log_likelihood(times, ys, hurst, 0.7, obs_std)
+    np.testing.assert_allclose(float(got), want, rtol=1e-10)
+    # Differentiable in H, against central differences.
+    grad = jax.grad(
+        lambda h: fbm_log_likelihood(times, ys, hurst=h, sigma=0.7, obs_std=obs_std)
+    )(hurst)
+    step = 1e-5
+    fd = (
+        _levels_log_likelihood(times, ys, hurst + step, 0.7, obs_std)
+        - _levels_log_likelihood(times, ys, hurst - step, 0.7, obs_std)
+    ) / (2 * step)
+    np.testing.assert_allclose(float(grad), fd, rtol=1e-6)
+
+
+def test_padding_to_a_shared_length_changes_no_likelihood(x64):
+    # Both routes pad a series to a bucketed length (so that similar lengths share one
+    # compiled search); the padded likelihoods must equal the unpadded ones.
+    rng = np.random.default_rng(1)
+    times = np.cumsum(rng.uniform(0.5, 1.5, 200))
+    ys = np.cumsum(rng.normal(size=200))
+    ys[[3, 50, 51]] = np.nan
+    h, eta = 0.6, 0.3
+    data, unit = _hurst._dense_data(times, ys)
+    assert data["increments"].shape[0] > 200 - 3 - 1  # padded
+    x = jnp.array([math.log(h / (1 - h)), eta])
+    nll, (sigma, _) = jax.jit(_hurst._DenseNLL())(x, data)
+    direct = fbm_log_likelihood(
+        (times - times[0]) / unit, ys, hurst=h, sigma=sigma, obs_std=eta * sigma
+    )
+    np.testing.assert_allclose(-float(nll), float(direct), rtol=1e-10)
+    # sigma is the profile maximiser (the noise relative to it held at eta).
+    for factor in (0.99, 1.01):
+        other = fbm_log_likelihood(
+            (times - times[0]) / unit,
+            ys,
+            hurst=h,
+            sigma=sigma * factor,
+            obs_std=eta * sigma * factor,
+        )
+        assert float(other) < float(direct)
+    setup = estimation_setup(times, 6)
+    data = _hurst._kalman_data(setup, ys)
+    assert data["ys"].shape[0] > 200 and data["steps"].shape[0] > len(setup.steps)
+    x = jnp.array([math.log(h / (1 - h)), eta])
+    nll, (sigma, _) = jax.jit(_hurst._KalmanNLL(6, setup.gamma_max, "fbm"))(x, data)
+    noise = FractionalNoise(h, 6, setup.gamma_max, 1.0, "I", "spectral")
+    ratio = eta * math.exp(0.5 * float(_hurst._log_vh(h)) + h * math.log(setup.spacing))
+    loglik, sigma_ref, _ = profile_log_likelihood(
+        setup.times, ys, noise=noise, noise_ratio=ratio, tail_noise=True
+    )
+    np.testing.assert_allclose(-float(nll), float(loglik), rtol=1e-10)
+    np.testing.assert_allclose(sigma, sigma_ref, rtol=1e-9)
+
+
+def test_curvature_by_differences_matches_the_exact_hessian(x64):
+    # The search takes the curvature for standard errors from central differences of
+    # the likelihood (no third compiled function); against jax.hessian, exactly.
+    path = fbm_path(8, 0.6, 150)
+    ys = (path - path[0]) / np.std(np.diff(path))
+    data, _ = _hurst._dense_data(np.arange(150.0), ys)
+    objective = _hurst._DenseNLL()
+    box = _hurst._box("fbm")
+    active = np.array([True, True])
+    found = search(
+        objective, _hurst._grid("fbm", np.zeros(2)), box[:, 0], box[:, 1], active, data, 149
+    )
+    exact = jax.hessian(lambda x: objective(x, data)[0])(jnp.asarray(found.x))
+    np.testing.assert_allclose(found.hessian, np.asarray(exact), rtol=1e-4, atol=1e-3)
+    # And the optimum is one: zero gradient in the active coordinates.
+    grad = jax.grad(lambda x: objective(x, data)[0])(jnp.asarray(found.x))
+    assert np.max(np.abs(np.asarray(grad))) < 1e-3
+
+
+def test_estimate_hurst_chooses_its_likelihood():
+    limit = DENSE_MAX_POINTS
+    assert _hurst._method("auto", "fbm", limit) == "dense"
+    assert _hurst._method("auto", "fbm", limit + 1) == "kalman"
+    assert _hurst._method("auto", "fou", 50) == "kalman"
+    assert _hurst._method("kalman", "fbm", 50) == "kalman"
+    with pytest.raises(ValueError, match="fBM only"):
+        estimate_hurst(np.cumsum(np.ones(50)) ** 0.5, model="fou", method="dense")
+    with pytest.raises(ValueError, match="'auto', 'dense' or 'kalman'"):
+        estimate_hurst(np.cumsum(np.ones(50)) ** 0.5, method="exact")
 
 
 def test_estimate_hurst_irregular_times_and_missing_values():
@@ -157,18 +281,11 @@ def test_fit_mle_matches_closed_form_profile(x64):
     ts = np.linspace(0.0, 4.0, 81)
     ys = np.asarray(true.sample(jr.key(0), ts, 0.5, dt0=0.01))[0]
     init = FractionalOU(theta=0.0, mu=0.0, sigma=1.0, noise=noise)
-    # H and sigma by Adam (cheap to compile; the default L-BFGS is tested below):
-    # at the optimum, sigma is the closed-form profile maximiser at the fitted H.
-    result = fit_fou_mle(
-        ts,
-        ys,
-        init,
-        obs_std=0.0,
-        fit=("hurst", "sigma"),
-        optimizer=optax.adam(0.05),
-        max_steps=500,
-    )
-    assert result.converged
+    # H and sigma by the default BFGS (optimistix, exact gradients): at the optimum,
+    # sigma is the closed-form profile maximiser at the fitted H.
+    result = fit_fou_mle(ts, ys, init, obs_std=0.0, fit=("hurst", "sigma"))
+    assert result.converged and 0 < result.num_steps < 100
+    assert result.history[-1] < result.history[0]
     fitted = result.process.noise
     loglik, sigma, _ = profile_log_likelihood(ts, ys, noise=fitted)
     np.testing.assert_allclose(result.process.sigma, sigma, rtol=1e-4)

@@ -16,8 +16,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "NPZ or CSV file (one column of values with --dt or --times, or two "
             "columns time,value; NaN or empty cells are missing values), by "
             "maximising the exact likelihood of a fractional Brownian motion (fbm) or "
-            "fractional Ornstein-Uhlenbeck (fou) model with observation noise, "
-            "computed by a Kalman filter on Markov-approximate fBM. See "
+            "fractional Ornstein-Uhlenbeck (fou) model with observation noise: "
+            "fBM's exact likelihood for short series, else the Kalman filter's on "
+            "Markov-approximate fBM (--method). A repeated call reuses the compiled "
+            "code from JAX's cache (SDEKIT_NO_CACHE=1 turns it off). See "
             "docs/fractional.md."
         ),
     )
@@ -54,6 +56,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="auto",
         help="observation noise: kept on strong evidence, 2 dlogL - log n > 6 (auto, "
         "default), always estimated (yes) or none (no)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=("auto", "dense", "kalman"),
+        default="auto",
+        help="likelihood: the exact dense one of fBM (fbm only; O(n^3)), the Kalman "
+        "filter's on Markov-approximate fBM (O(n)), or auto: dense for short fBM "
+        "series, where it is faster (default auto)",
     )
     parser.add_argument(
         "--components",
@@ -140,9 +150,10 @@ def _format(result: dict) -> str:
     if result.get("hurst_interval"):
         lo, hi = result["hurst_interval"]
         lines[0] += f" (95% interval {lo:.4f} to {hi:.4f})"
+    method = result.get("details", {}).get("method", "kalman")
     lines.append(
-        f"model {result['model']}: sigma {number(result['sigma'])}, observation noise "
-        f"sd {number(result['obs_std'])}"
+        f"model {result['model']} ({method} likelihood): sigma "
+        f"{number(result['sigma'])}, observation noise sd {number(result['obs_std'])}"
     )
     if result["model"] == "fou":
         lines.append(f"theta {number(result['theta'])}, mu {number(result['mu'])}")
@@ -155,6 +166,11 @@ def _format(result: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    from sdekit import train
+
+    # Before anything is compiled (or equinox imported): a repeated call loads the
+    # compiled search instead of compiling it again.
+    train.enable_compilation_cache()
     # XLA sets flush-to-zero on the CPU, which makes NumPy warn on float64 limits.
     warnings.filterwarnings("ignore", message="The value of the smallest subnormal")
     if args.components < 2:
@@ -163,12 +179,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--dt must be a positive number, got {args.dt}")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be positive, got {args.num_samples}")
+    if args.method == "dense" and (args.model != "fbm" or args.posterior):
+        raise ValueError(
+            "--method dense is the exact likelihood of fBM: use it with --model fbm "
+            "and without --posterior (which samples the Kalman filter's)"
+        )
     ys, times = _series(args)
-    from sdekit.fractional import estimate_hurst, hurst_posterior
-
     obs_noise = {"auto": "auto", "yes": True, "no": False}[args.obs_noise]
     options = dict(dt=args.dt, times=times, model=args.model, obs_noise=obs_noise)
     if args.posterior:
+        from sdekit.fractional import hurst_posterior
+
         estimate, _ = hurst_posterior(
             ys,
             **options,
@@ -178,7 +199,11 @@ def run(args: argparse.Namespace) -> int:
             num_components=args.components,
         )
     else:
-        estimate = estimate_hurst(ys, **options, num_components=args.components)
+        from sdekit.fractional import estimate_hurst
+
+        estimate = estimate_hurst(
+            ys, **options, num_components=args.components, method=args.method
+        )
     result = estimate.as_dict()
     result["seconds"] = time.perf_counter() - start
     result["input"] = args.input

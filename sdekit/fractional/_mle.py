@@ -1,5 +1,5 @@
-"""Maximum likelihood for the fractional OU process with optax, through the exact
-Kalman likelihood."""
+"""Maximum likelihood for the fractional OU process by optimistix (BFGS, or any optax
+optimiser), through the exact Kalman likelihood and its exact gradient."""
 
 import dataclasses
 from collections.abc import Sequence
@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import optimistix as optx
 from jaxtyping import ArrayLike
 
 from ._fou import FractionalOU
@@ -24,7 +25,8 @@ class MLEResult:
 
     **Fields:** `process` (the fitted [`sdekit.fractional.FractionalOU`][]),
     `obs_std`, `log_likelihood`, `history` (the negative log-likelihood per
-    observation after each step), `converged`.
+    observation at the start and at the end: the whole minimisation is one compiled
+    call), `converged` (the solver met its tolerance), `num_steps`.
     """
 
     process: FractionalOU
@@ -32,6 +34,7 @@ class MLEResult:
     log_likelihood: float
     history: list[float]
     converged: bool
+    num_steps: int = 0
 
 
 def _to_unconstrained(process, obs_std, fit):
@@ -67,15 +70,16 @@ def fit_fou_mle(
     *,
     obs_std: float = 0.1,
     fit: Sequence[str] = _PARAMETERS,
-    optimizer: optax.GradientTransformationExtraArgs | None = None,
+    optimizer: optx.AbstractMinimiser | optax.GradientTransformation | None = None,
     max_steps: int = 100,
     tol: float = 1e-9,
     tail_noise: bool = False,
 ) -> MLEResult:
     r"""Maximum-likelihood estimates of the parameters of a
-    [`sdekit.fractional.FractionalOU`][] observed with Gaussian noise, by optax on
-    the exact Kalman likelihood ([`sdekit.fractional.fou_log_likelihood`][]) and its
-    gradient.
+    [`sdekit.fractional.FractionalOU`][] observed with Gaussian noise: optimistix
+    minimises the exact Kalman likelihood
+    ([`sdekit.fractional.fou_log_likelihood`][]) with its exact gradient, the whole
+    minimisation in one compiled call.
 
     The parameters in `fit` are optimised in unconstrained coordinates (logit $H$,
     $\log\theta$, $\mu$, $\log\sigma$, $\log r$); the others keep their values in
@@ -90,9 +94,12 @@ def fit_fou_mle(
     - `obs_std`: the starting (or, if not fitted, fixed) observation noise.
     - `fit`: the names of the parameters to fit, among `"hurst"`, `"theta"`,
         `"mu"`, `"sigma"`, `"obs_std"`.
-    - `optimizer`: default `optax.lbfgs()` (with its zoom line search).
-    - `max_steps`, `tol`: stop after `max_steps` steps or when the loss changes by
-        less than `tol` per observation.
+    - `optimizer`: an optimistix minimiser, or an optax optimiser (run by
+        `optimistix.OptaxMinimiser`); default `optimistix.BFGS`.
+    - `max_steps`: the most steps the solver may take.
+    - `tol`: the solver's relative and absolute tolerance on the parameters and on
+        the loss per observation (`rtol = atol = tol`; optimistix's Cauchy
+        criterion).
     - `tail_noise`: see [`sdekit.fractional.fou_log_likelihood`][].
 
     **Returns:** an [`sdekit.fractional.MLEResult`][].
@@ -111,14 +118,19 @@ def fit_fou_mle(
             )
     times, ys = _check_series(times, ys)
     count = max(int(np.sum(~np.isnan(ys))) - 1, 1)
-    optimizer = optimizer or optax.lbfgs()
+    if optimizer is None:
+        solver = optx.BFGS(rtol=tol, atol=tol)
+    elif isinstance(optimizer, optx.AbstractMinimiser):
+        solver = optimizer
+    else:
+        solver = optx.OptaxMinimiser(optimizer, rtol=tol, atol=tol)
     with jax.enable_x64(True):
         # Parameters not fitted keep their values (a Python 0 for theta keeps the
         # closed-form transitions of fBM).
         process = init
         params = _to_unconstrained(process, obs_std, fit)
 
-        def loss(params):
+        def loss(params, _):
             fitted, r = _from_unconstrained(params, process, obs_std)
             return (
                 -fou_log_likelihood(
@@ -134,34 +146,20 @@ def fit_fou_mle(
                 / count
             )
 
-        state = optimizer.init(params)
-        # Line searches (L-BFGS's) keep the last value and gradient in their state.
-        if optax.tree_utils.tree_get(state, "value", None) is not None:
-            from_state = optax.value_and_grad_from_state(loss)
-
-            def value_and_grad(params, state):
-                return from_state(params, state=state)
-        else:
-
-            def value_and_grad(params, state):
-                return jax.value_and_grad(loss)(params)
-
-        @jax.jit
-        def step(params, state):
-            value, grad = value_and_grad(params, state)
-            updates, state = optimizer.update(
-                grad, state, params, value=value, grad=grad, value_fn=loss
+        @eqx.filter_jit
+        def minimise(params):
+            solution = optx.minimise(
+                loss, solver, params, max_steps=max_steps, throw=False
             )
-            return optax.apply_updates(params, updates), state, value
+            return (
+                solution.value,
+                loss(params, None),
+                loss(solution.value, None),
+                solution.result == optx.RESULTS.successful,
+                solution.stats["num_steps"],
+            )
 
-        history, converged = [], False
-        for _ in range(max_steps):
-            params, state, value = step(params, state)
-            history.append(float(value))
-            if len(history) > 1 and abs(history[-2] - history[-1]) < tol:
-                converged = True
-                break
-        final = float(loss(params))
+        params, first, final, converged, num_steps = minimise(params)
         fitted, r = _from_unconstrained(params, process, obs_std)
         fitted = jax.tree_util.tree_map(
             lambda x: float(x) if isinstance(x, jax.Array) else x, fitted
@@ -169,7 +167,8 @@ def fit_fou_mle(
     return MLEResult(
         process=fitted,
         obs_std=float(r),
-        log_likelihood=-final * count,
-        history=history,
-        converged=converged,
+        log_likelihood=-float(final) * count,
+        history=[float(first), float(final)],
+        converged=bool(converged),
+        num_steps=int(num_steps),
     )
