@@ -256,6 +256,23 @@ def test_every_api_entry_exists_once():
     assert not twice, f"names with more than one `::: name` entry: {twice}"
 
 
+def test_a_subpackage_with_an_api_page_has_its_entries_there():
+    # A family without an API page may keep its entries on its own page; once
+    # docs/api/<name>.md exists, every entry of sdekit.<name> goes there, so that one
+    # page is the whole reference of the subpackage.
+    misplaced = []
+    for name, pages in _api_entries().items():
+        for module in _public_subpackages():
+            page = f"api/{module.removeprefix('sdekit.')}.md"
+            if name.startswith(module + ".") and (DOCS / page).exists():
+                misplaced += [
+                    f"{name} (on {other}, belongs on {page})"
+                    for other in pages
+                    if other != page
+                ]
+    assert not misplaced, f"entries not on their subpackage's API page: {misplaced}"
+
+
 def _nav_paths() -> list[str]:
     # The page paths in mkdocs.yml's nav ("  - Title: path.md" or "  - path.md").
     text = (ROOT / "mkdocs.yml").read_text()
