@@ -2,7 +2,6 @@
 them; scikit-learn's digits split."""
 
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 import pytest
 from helpers import mean_tolerance
