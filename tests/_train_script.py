@@ -7,7 +7,8 @@
   without checkpoints, uninterrupted, for comparison.
 - `python tests/_train_script.py sharded --out FILE`: under
   `XLA_FLAGS=--xla_force_host_platform_device_count=2`, train one problem on two devices
-  and on one, and record where the minibatches were placed.
+  (one step per call, and four), and on one, and record where the minibatches were
+  placed.
 - `python tests/_train_script.py interrupt --ckpt DIR --out FILE`: train until SIGINT,
   with progress on stderr, and record the `TrainingInterrupted` raised.
 - `python tests/_train_script.py distributed --coordinator HOST:PORT --num-processes N
@@ -140,23 +141,33 @@ def _sharded(args) -> dict:
     model = LinearModel(jnp.zeros(3), jnp.zeros(()))
 
     placed = []
-    real_shard = _fit.shard_batch
+    real_shard, real_shard_steps = _fit.shard_batch, _fit.shard_steps
 
-    def spy(batch, mesh):
-        out = real_shard(batch, mesh)
-        leaf = jax.tree_util.tree_leaves(out)[0]
-        placed.append(
-            {
-                "num_devices": len(leaf.sharding.device_set),
-                "split_on_batch_axis": leaf.sharding.spec == P("batch"),
-                "shard_shapes": [list(s.data.shape) for s in leaf.addressable_shards],
-            }
-        )
-        return out
+    def spy(real, spec):
+        def place(batch, mesh):
+            out = real(batch, mesh)
+            leaf = jax.tree_util.tree_leaves(out)[0]
+            placed.append(
+                {
+                    "num_devices": len(leaf.sharding.device_set),
+                    "split_on_batch_axis": leaf.sharding.spec == spec,
+                    "shard_shapes": [list(s.data.shape) for s in leaf.addressable_shards],
+                }
+            )
+            return out
 
-    _fit.shard_batch = spy
+        return place
+
+    _fit.shard_batch = spy(real_shard, P("batch"))
+    # Stacked minibatches (steps, batch, ...): split along the batch axis, the second.
+    _fit.shard_steps = spy(real_shard_steps, P(None, "batch"))
     results = {}
-    for name, devices in [("two", jax.devices()), ("one", jax.devices()[:1])]:
+    runs = [
+        ("two", jax.devices(), 1),
+        ("two_grouped", jax.devices(), 4),
+        ("one", jax.devices()[:1], 1),
+    ]
+    for name, devices, steps_per_call in runs:
         placed.clear()
         result = fit(
             model,
@@ -169,6 +180,7 @@ def _sharded(args) -> dict:
             valid_data=(x[:40], y[:40]),
             devices=devices,
             progress=False,
+            steps_per_call=steps_per_call,
         )
         leaf = result.model.weight
         results[name] = {
@@ -177,7 +189,7 @@ def _sharded(args) -> dict:
             "param_devices": len(leaf.sharding.device_set),
             "param_replicated": bool(leaf.sharding.is_fully_replicated),
         }
-    _fit.shard_batch = real_shard
+    _fit.shard_batch, _fit.shard_steps = real_shard, real_shard_steps
     try:
         fit(model, mse_loss, (x, y), key=jr.key(0), epochs=1, batch_size=15)
     except ValueError as e:

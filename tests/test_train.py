@@ -224,6 +224,41 @@ def test_step_compiles_once():
     assert sorted(traces) == [(8, 4), (20, 4), (20, 4)]
 
 
+def test_steps_per_call_takes_the_same_steps():
+    model, train, valid = shift_problem(3, num_train=200)
+    traces = []
+
+    def loss_fn(model, batch, key):
+        traces.append(jtu.tree_leaves(batch)[0].shape)
+        # A loss that uses its key, so that a step given another step's key would show.
+        loss, metrics = mse_loss(model, batch, key)
+        return loss + 0.1 * jr.normal(key), metrics
+
+    kwargs = dict(
+        key=jr.key(4),
+        optimizer=optax.adam(0.02),
+        epochs=2,
+        batch_size=16,  # 12 steps an epoch, 8 examples dropped
+        valid_data=valid,
+        progress=False,
+    )
+    one = fit(model, loss_fn, train, **kwargs)
+    assert traces == [(16, 4)] * 2  # the step, the evaluation (48 = 3 x 16)
+    # 4 divides the 12 steps; 5 leaves a group of 2 (a second compiled variant); 50
+    # is more than an epoch: one call an epoch.
+    for steps_per_call, variants in [(4, 1), (5, 2), (50, 1)]:
+        traces.clear()
+        grouped = fit(model, loss_fn, train, **kwargs, steps_per_call=steps_per_call)
+        assert traces == [(16, 4)] * (variants + 1), steps_per_call
+        for a, b in zip(jtu.tree_leaves(grouped.model), jtu.tree_leaves(one.model)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        for g, o in zip(grouped.history, one.history, strict=True):
+            assert g["train"] == pytest.approx(o["train"], rel=1e-5)
+            assert g["valid"] == pytest.approx(o["valid"], rel=1e-5)
+        assert grouped.best_epoch == one.best_epoch
+    assert np.linalg.norm(one.model.weight) > 0.3  # it did train
+
+
 #
 # Resuming
 #
@@ -271,12 +306,12 @@ def test_fit_resume_in_process(tmp_path):
 
 
 class _InterruptAt:
-    """Stands in for `shard_batch` and raises `KeyboardInterrupt` (what Ctrl-C raises)
-    at its `call`-th call, i.e. inside an epoch, between two steps."""
+    """Stands in for `shard_batch` (or `real`) and raises `KeyboardInterrupt` (what
+    Ctrl-C raises) at its `call`-th call, i.e. inside an epoch, between two steps."""
 
-    def __init__(self, call: int):
+    def __init__(self, call: int, real=None):
         self.call, self.calls = call, 0
-        self.real = _fit.shard_batch
+        self.real = _fit.shard_batch if real is None else real
 
     def __call__(self, batch, mesh):
         self.calls += 1
@@ -333,6 +368,32 @@ def test_ctrl_c_saves_the_last_finished_epoch_and_resumes_exactly(tmp_path, monk
             **{**kwargs, "checkpoint_every": 1},
         )
     assert calls == [1, 1] and info.value.epochs_completed == 1
+
+
+def test_ctrl_c_and_resume_with_steps_per_call(tmp_path, monkeypatch):
+    model, train, valid = shift_problem(2)
+    run = tmp_path / "run"
+    kwargs = dict(
+        key=jr.key(3),
+        optimizer=optax.adam(0.02),
+        epochs=4,
+        batch_size=8,  # eight steps an epoch: two calls of four
+        valid_data=valid,
+        progress=False,
+        checkpoint_every=100,  # so that only the interrupt saves
+        steps_per_call=4,
+    )
+    # Interrupted before the second call of epoch 3: epochs 1 and 2 finished.
+    monkeypatch.setattr(_fit, "shard_steps", _InterruptAt(2 * 2 + 2, _fit.shard_steps))
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(model, mse_loss, train, checkpoint_dir=run, **kwargs)
+    monkeypatch.undo()
+    assert (info.value.epochs_completed, info.value.epochs) == (2, 4)
+    resumed = fit(model, mse_loss, train, checkpoint_dir=run, resume=True, **kwargs)
+    straight = fit(model, mse_loss, train, **kwargs)
+    _assert_trees_equal(resumed.model, straight.model)
+    metrics = lambda result: [(h["train"], h["valid"]) for h in result.history]  # noqa: E731
+    assert metrics(resumed) == metrics(straight)
 
 
 def test_ctrl_c_in_the_first_epoch_saves_nothing(tmp_path, monkeypatch):
@@ -426,19 +487,32 @@ def test_sharded_equals_single_device(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    two, one = data["two"], data["one"]
+    two, grouped, one = data["two"], data["two_grouped"], data["one"]
     # Each minibatch of 16 was split 8 + 8 over the two devices, along its batch axis.
     assert two["placed"] and all(
         p
         == {"num_devices": 2, "split_on_batch_axis": True, "shard_shapes": [[8, 3]] * 2}
         for p in two["placed"]
     )
+    # Four steps per call (six an epoch: a group of four, then of two): the stacked
+    # minibatches split along their batch axis, not the steps'.
+    assert grouped["placed"] == [
+        {"num_devices": 2, "split_on_batch_axis": True, "shard_shapes": [[k, 8, 3]] * 2}
+        for k in (4, 2)
+    ]
     assert all(p["num_devices"] == 1 for p in one["placed"])
     assert two["param_devices"] == 2 and two["param_replicated"]
+    assert grouped["param_devices"] == 2 and grouped["param_replicated"]
     # Same steps, same result; only the order of the float64 reductions differs.
-    assert two["best_epoch"] == one["best_epoch"]
-    for a, b in zip(two["params"], one["params"], strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    for run in (two, grouped):
+        assert run["best_epoch"] == one["best_epoch"]
+        for a, b in zip(run["params"], one["params"], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            [h["loss"] for h in run["history_train"]],
+            [h["loss"] for h in one["history_train"]],
+            rtol=1e-12,
+        )
     assert np.linalg.norm(two["params"][0]) > 0.5  # it did train
     assert "not divisible by the number of devices (2)" in data["indivisible_error"]
 

@@ -15,6 +15,7 @@ import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ._checkpoint import describe_run, read_checkpoint, save_checkpoint
@@ -23,6 +24,8 @@ from ._distributed import check_same_everywhere, is_main_process, wait_for_every
 from ._interrupted import TrainingInterrupted
 from ._progress import EpochProgress, postfix
 from ._sharding import (
+    _put,
+    BATCH_AXIS,
     check_batch_size,
     constrain_replicated,
     host_local,
@@ -181,6 +184,28 @@ def _host_mean(
     }
 
 
+def _epoch_mean(outputs: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of the training metrics of an epoch's steps, as Python floats.
+
+    Each output holds one step's scalars or a group's stacked values (one per step);
+    every step counts once. One `device_get`: the epoch's only host synchronisation.
+    """
+    host = jax.device_get(outputs)
+    return {
+        name: float(
+            np.mean(np.concatenate([np.ravel(np.float64(out[name])) for out in host]))
+        )
+        for name in host[0]
+    }
+
+
+def shard_steps(batches: PyTree, mesh) -> PyTree:
+    """Place minibatches stacked along a new leading (step) axis, `(steps, batch, ...)`,
+    with each one split across `mesh` along its batch axis, the second."""
+    sharding = NamedSharding(mesh, P(None, BATCH_AXIS))
+    return jtu.tree_map(lambda x: _put(x, mesh, sharding), batches)
+
+
 def _to_floats(metrics: Any) -> dict[str, float]:
     if not isinstance(metrics, dict):
         raise ValueError(
@@ -263,6 +288,7 @@ def fit(
     progress: bool = True,
     devices: Sequence[jax.Device] | None = None,  # pyright: ignore[reportInvalidTypeForm]
     checkpoint_every: int = 1,
+    steps_per_call: int = 1,
 ) -> FitResult:
     """Train `model` by minibatch gradient descent on `loss_fn`.
 
@@ -276,10 +302,18 @@ def fit(
     takes exactly the steps of an uninterrupted one.
 
     The step (`eqx.filter_value_and_grad`, the optax update, `eqx.apply_updates`) is a
-    single `eqx.filter_jit` function. It runs data-parallel over `devices`: each
-    minibatch is split along its leading axis over a one-dimensional mesh with axis
-    `"batch"`, the model and optimiser state are replicated, and XLA partitions the
-    step. Trainable leaves are `eqx.is_inexact_array`; other leaves are left alone.
+    single `eqx.filter_jit` function. With `steps_per_call=K > 1`, the steps of an
+    epoch run K at a time in one compiled call: the host gathers K consecutive
+    minibatches (the same minibatches and step keys as with `K = 1`), stacks them on a
+    new leading axis, and a `jax.lax.scan` takes the K steps. A small model's step can
+    cost less than calling a compiled function from Python; this leaves one call per K
+    steps (timings in the [benchmarks](../benchmarks.md#stochastic-interpolants)). The
+    results are those of `K = 1` up to the order of floating-point operations, so
+    `steps_per_call` is not part of what a resumed run must repeat.
+
+    The steps run data-parallel over `devices`: each minibatch is split along its
+    batch axis over a one-dimensional mesh with axis `"batch"`, the model and optimiser
+    state are replicated, and XLA partitions the step. Trainable leaves are `eqx.is_inexact_array`; other leaves are left alone.
     After [`sdekit.train.init_distributed`][] the mesh spans the devices of every
     process: each process must call `fit` with the same arguments (the same data), and
     process 0 alone writes checkpoints and progress.
@@ -340,6 +374,10 @@ def fit(
     - `progress`: report progress on stderr (see below); `False` prints nothing.
     - `devices`: the devices to train on. Defaults to `jax.devices()`.
     - `checkpoint_every`: save a checkpoint every this many epochs.
+    - `steps_per_call`: optimiser steps per compiled call (see above). A group never
+        spans two epochs: with `steps_per_epoch` steps an epoch, it is at most that, and
+        a last, shorter group of `steps_per_epoch % steps_per_call` steps compiles a
+        second variant. The host holds a group's minibatches at once.
 
     On a terminal, progress is a tqdm bar that reads `compiling` until the first step
     has been compiled, then `training`, with rates and estimates that leave the first
@@ -355,6 +393,7 @@ def fit(
     epochs = _check_int(epochs, "epochs", 1)
     batch_size = _check_int(batch_size, "batch_size", 1)
     checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
+    steps_per_call = _check_int(steps_per_call, "steps_per_call", 1)
     if mode not in ("min", "max"):
         raise ValueError(
             f"`mode` must be 'min' or 'max', got {mode!r}: 'min' when a smaller "
@@ -394,6 +433,12 @@ def fit(
         steps_per_epoch, step_size = num_train // batch_size, batch_size
     else:
         steps_per_epoch, step_size = 1, num_train
+    # The epoch's steps in groups `(first step, number of steps)` of one call each.
+    group_size = min(steps_per_call, steps_per_epoch)
+    groups = [
+        (first, min(group_size, steps_per_epoch - first))
+        for first in range(0, steps_per_epoch, group_size)
+    ]
     mesh = make_mesh(devices)
     check_batch_size(step_size, mesh)
     if optimizer is None:
@@ -458,7 +503,6 @@ def fit(
     # No buffer donation: the best model kept for early stopping, and the snapshot of
     # the last finished epoch kept for Ctrl-C, may still hold the arrays that a later
     # step would otherwise overwrite.
-    @eqx.filter_jit
     def train_step(model, opt_state, batch, epoch_key, step):
         step_key = jr.fold_in(epoch_key, step)
         (loss, metrics), grads = eqx.filter_value_and_grad(compute, has_aux=True)(
@@ -469,6 +513,38 @@ def fit(
         model = eqx.apply_updates(model, updates)
         model, opt_state = constrain_replicated((model, opt_state), mesh)
         return model, opt_state, {"loss": loss, **metrics}
+
+    @eqx.filter_jit
+    def train_steps(model, opt_state, batches, epoch_key, steps):
+        # `len(steps)` steps on the minibatches stacked along the leading axis of
+        # `batches`. The scan carries the arrays; the rest (activation functions,
+        # the optimiser's static parts) stays outside.
+        arrays, static = eqx.partition((model, opt_state), eqx.is_array)
+
+        def body(arrays, inputs):
+            batch, step = inputs
+            model, opt_state = eqx.combine(arrays, static)
+            model, opt_state, out = train_step(model, opt_state, batch, epoch_key, step)
+            return eqx.filter((model, opt_state), eqx.is_array), out
+
+        arrays, outputs = jax.lax.scan(body, arrays, (batches, steps))
+        model, opt_state = eqx.combine(arrays, static)
+        return model, opt_state, outputs
+
+    train_one_step = eqx.filter_jit(train_step)
+
+    def run_group(model, opt_state, perm, epoch_key, first, count):
+        index = perm[first * step_size : (first + count) * step_size]
+        if steps_per_call == 1:
+            batch = shard_batch(jtu.tree_map(lambda x: x[index], train_data), mesh)
+            return train_one_step(model, opt_state, batch, epoch_key, np.uint32(first))
+        batches = jtu.tree_map(
+            lambda x: x[index].reshape(count, step_size, *x.shape[1:]), train_data
+        )
+        steps = np.arange(first, first + count, dtype=np.uint32)
+        return train_steps(
+            model, opt_state, shard_steps(batches, mesh), epoch_key, steps
+        )
 
     if eval_fn is None:
         evaluate = _default_evaluator(loss_fn, batch_size, mesh)
@@ -517,19 +593,17 @@ def fit(
             perm_key, epoch_key = jr.split(jr.fold_in(train_key, epoch))
             perm = np.asarray(jr.permutation(perm_key, num_train))
             outputs = []
-            for step in range(steps_per_epoch):
-                index = perm[step * step_size : (step + 1) * step_size]
-                batch = shard_batch(jtu.tree_map(lambda x: x[index], train_data), mesh)
+            for first, count in groups:
                 if first_step:
                     reporter.compiling()
-                model, opt_state, out = train_step(
-                    model, opt_state, batch, epoch_key, np.uint32(step)
+                model, opt_state, out = run_group(
+                    model, opt_state, perm, epoch_key, first, count
                 )
                 if first_step:
                     reporter.compiled()
                     first_step = False
                 outputs.append(out)
-            train_metrics = _host_mean(outputs)
+            train_metrics = _epoch_mean(outputs)
 
             valid_metrics = None
             if valid_data is not None:
