@@ -7,6 +7,12 @@ estimator, on fBM and fractional OU paths simulated by the `fbm` package (Davies
 prints a table (and writes the full result as JSON, and the plot). The figures on record
 and what they mean: docs/fractional.md. Needs `pip install fbm matplotlib`.
 
+    python benchmarks/hurst_recovery.py --compile-timings
+
+times instead the first call (compiling), a second call, and a first call in a new
+process with JAX's persistent compilation cache filled, for the dense and the Kalman
+likelihood over n (docs/benchmarks.md, "Hurst timings").
+
 - fBM paths: `fbm.FBM(n - 1, H, length=1)`, n points on [0, 1] from B(0) = 0.
 - fractional OU paths: X(t + dt) = exp(-theta dt) X(t) + sigma (B(t + dt) - B(t)) on the same
   grid over [0, 10] with theta = 1, sigma = 1, X(0) = 0, B from the `fbm` package.
@@ -25,6 +31,10 @@ and what they mean: docs/fractional.md. Needs `pip install fbm matplotlib`.
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 
@@ -215,6 +225,66 @@ def timing(args) -> list[dict]:
     return out
 
 
+def _compile_child(n, method, model, cache, calls, seed) -> dict:
+    # In a fresh process: JAX's persistent cache in `cache`, then `calls` estimates of
+    # one path; CPU seconds of each (the first compiles, or loads from the cache).
+    os.environ.setdefault("EQX_ON_ERROR", "nan")  # equinox's checks defeat the cache
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    from sdekit.fractional import estimate_hurst
+
+    path = fbm_path(seed + n, 0.35, n)
+    out = {}
+    for k in range(calls):
+        start = time.process_time()
+        est = estimate_hurst(path, dt=1.0 / (n - 1), method=method, model=model)
+        out[f"call{k}"] = time.process_time() - start
+    return dict(out, hurst=est.hurst, steps=est.details["optimiser_steps"])
+
+
+def compile_timings(args) -> list[dict]:
+    """Cold (first call in a process), again (second call) and warm (first call in a
+    new process with the persistent compilation cache filled) CPU seconds of
+    `estimate_hurst` per series length and likelihood."""
+    out = []
+    runs = [(n, m, "fbm") for n in args.compile_lengths for m in ("dense", "kalman")]
+    runs.append((max(args.compile_lengths), "kalman", "fou"))
+    for n, method, model in runs:
+        with tempfile.TemporaryDirectory() as cache:
+            child = [sys.executable, __file__, "--compile-child"]
+            spec = f"{n},{method},{model},{cache},{args.seed}"
+            first = json.loads(
+                subprocess.run(
+                    child + [f"{spec},2"], capture_output=True, text=True, check=True
+                ).stdout.splitlines()[-1]
+            )
+            warm = json.loads(
+                subprocess.run(
+                    child + [f"{spec},1"], capture_output=True, text=True, check=True
+                ).stdout.splitlines()[-1]
+            )
+        row = dict(
+            n=n,
+            method=method,
+            model=model,
+            cold=first["call0"],
+            again=first["call1"],
+            warm=warm["call0"],
+            hurst=first["hurst"],
+            steps=first["steps"],
+        )
+        out.append(row)
+        print(
+            f"compile n={n} {model} {method}: cold {row['cold']:.2f} again "
+            f"{row['again']:.2f} warm {row['warm']:.2f} CPU s (H {row['hurst']:.4f})",
+            flush=True,
+        )
+    return out
+
+
 def _format_row(row) -> str:
     extra = ""
     if row["estimator"] == "sdekit":
@@ -364,12 +434,28 @@ def main() -> None:
     parser.add_argument("--plot", default=None, help="write the figure here (PNG)")
     parser.add_argument("--json", action="store_true", help="print the JSON, last line")
     parser.add_argument(
+        "--compile-timings",
+        action="store_true",
+        help="only the cold / again / warm CPU times of both likelihoods over n",
+    )
+    parser.add_argument("--compile-lengths", default="128,256,512,768,1000")
+    parser.add_argument("--compile-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
         "--from-json",
         default=None,
         metavar="FILE",
         help="print the tables (and --plot) of a saved result instead of running",
     )
     args = parser.parse_args()
+    if args.compile_child:
+        n, method, model, cache, seed, calls = args.compile_child.split(",")
+        result = _compile_child(int(n), method, model, cache, int(calls), int(seed))
+        print(json.dumps(result))
+        return
+    if args.compile_timings:
+        args.compile_lengths = [int(v) for v in args.compile_lengths.split(",")]
+        print(json.dumps(compile_timings(args), indent=1))
+        return
     if args.from_json:
         with open(args.from_json) as f:
             saved = json.load(f)

@@ -203,7 +203,9 @@ def _kalman_data(setup, ys):
     """Padded arrays for `_KalmanNLL`: NaN observations after the end, over steps
     of length 0 (the first distinct step), are predicted over and not counted."""
     size = _bucket(len(ys), 256, 2**0.5)
-    num_steps = _bucket(len(setup.steps), 8, 2**0.5)
+    # Each distinct step costs a transition (a matrix exponential for fou) at every
+    # evaluation: powers of two, from 2 (a regular series has 2: 0 and dt).
+    num_steps = 2 ** math.ceil(math.log2(max(len(setup.steps), 2)))
     padded = np.full(size, np.nan)
     padded[: len(ys)] = ys
     index = np.zeros(size, np.int32)
