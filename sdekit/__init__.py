@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     # What type checkers and the API docs see; at run time the same names are loaded
     # on first use by `__getattr__` below.
     from ._api import (
+        AbstractDrivingNoise as AbstractDrivingNoise,
         AbstractSDE as AbstractSDE,
         girsanov_integrand as girsanov_integrand,
         GridBrownianPath as GridBrownianPath,

@@ -6,6 +6,7 @@ importing `sdekit` (as the `sdekit` command does) costs nothing until JAX is nee
 
 from ._adjoint import ReversibleAdjoint as ReversibleAdjoint
 from ._brownian import GridBrownianPath as GridBrownianPath
+from ._driving_noise import AbstractDrivingNoise as AbstractDrivingNoise
 from ._grid import step_grid as step_grid
 from ._kl import (
     girsanov_integrand as girsanov_integrand,
@@ -13,5 +14,6 @@ from ._kl import (
     with_pathwise_kl as with_pathwise_kl,
 )
 from ._sde import AbstractSDE as AbstractSDE, SDE as SDE
-from ._solve import SDESolution as SDESolution, solve as solve
+from ._solution import SDESolution as SDESolution
+from ._solve import solve as solve
 from ._underdamped_langevin import UnderdampedLangevinSDE as UnderdampedLangevinSDE

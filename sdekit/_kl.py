@@ -1,5 +1,6 @@
 """Pathwise KL between a posterior and a prior SDE sharing their diffusion (Girsanov)."""
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from jaxtyping import Array, Float, PyTree, Scalar
 
 from ._custom_types import RealScalarLike
 from ._sde import SDE
+from ._tensor_operator import TensorOperator
 
 
 def girsanov_integrand(
@@ -29,25 +31,17 @@ def girsanov_integrand(
     difference is the same in Itô and Stratonovich form, so the calculus does not
     matter here.
 
-    $u$ is found per noise structure: elementwise division for diagonal noise,
-    least squares onto the single column for scalar noise, a lineax least-squares
-    solve for general noise (so $g$ need not be square). Where $g$ cannot produce the
-    drift difference the KL is infinite; least squares reports the finite part, so
-    keep the drift difference in the range of $g$ (true whenever $g$ has full row rank).
+    $u$ solves $g u = f_q - f_p$ with the diffusion as a lineax operator
+    ([`sdekit.SDE.diffusion_operator`][]), by lineax's automatic solver: elementwise
+    division for diagonal noise, least squares otherwise (so $g$ need not be square;
+    for scalar noise that is the projection onto the single column). Where $g$ cannot
+    produce the drift difference the KL is infinite; least squares reports the finite
+    part, so keep the drift difference in the range of $g$ (true whenever $g$ has full
+    row rank).
     """
     diff = posterior.drift(t, y, args) - prior_drift(t, y, args)
-    g = posterior.diffusion(t, y, args)
-    if posterior.noise == "diagonal":
-        u = diff / g
-    elif posterior.noise == "scalar":
-        u = jnp.vdot(g, diff) / jnp.vdot(g, g)
-    else:
-        op = (
-            g
-            if isinstance(g, lx.AbstractLinearOperator)
-            else lx.MatrixLinearOperator(g)
-        )
-        u = lx.linear_solve(op, diff, solver=lx.AutoLinearSolver(well_posed=None)).value
+    g = posterior.diffusion_operator(t, y, args)
+    u = lx.linear_solve(g, diff, solver=lx.AutoLinearSolver(well_posed=None)).value
     return 0.5 * jnp.sum(u**2)
 
 
@@ -65,13 +59,21 @@ class _KLDiffusion(eqx.Module):
     posterior: SDE
 
     def __call__(self, t, z, args):
-        g = self.posterior.diffusion(t, z[:-1], args)
-        if self.posterior.noise == "general":
-            if isinstance(g, lx.AbstractLinearOperator):
-                g = g.as_matrix()
-            return jnp.concatenate([g, jnp.zeros((1, g.shape[1]), g.dtype)])
-        # The KL coordinate has no noise of its own (its Brownian motion is unused).
-        return jnp.concatenate([g, jnp.zeros((1,), g.dtype)])
+        g = self.posterior.diffusion_operator(t, z[:-1], args)
+        # The augmented SDE keeps the posterior's noise structure, so its Brownian
+        # motion holds the posterior's as its leading components (for diagonal noise
+        # one more, the KL coordinate's own, which is unused). The KL coordinate gets
+        # no noise: a zero row.
+        shape = self.posterior.brownian_shape(z.shape)
+        if lx.is_diagonal(g) and shape == z.shape:
+            diagonal = lx.diagonal(g)
+            return lx.DiagonalLinearOperator(
+                jnp.concatenate([diagonal, jnp.zeros((1,), diagonal.dtype)])
+            )
+        size = math.prod(g.in_structure().shape)
+        columns = jnp.zeros((z.shape[0], math.prod(shape)), z.dtype)
+        columns = columns.at[:-1, :size].set(g.as_matrix())
+        return TensorOperator(columns.reshape(z.shape[0], *shape), 1)
 
 
 def with_pathwise_kl(posterior: SDE, prior_drift: Callable[..., Any]) -> SDE:
@@ -96,15 +98,11 @@ def with_pathwise_kl(posterior: SDE, prior_drift: Callable[..., Any]) -> SDE:
         raise TypeError("`posterior` must be an sdekit.SDE.")
     if not callable(prior_drift):
         raise TypeError("`prior_drift` must be a callable (t, y, args).")
-    if posterior.noise == "diagonal":
-        noise_dim = None
-    else:
-        noise_dim = posterior.noise_dim
     return SDE(
         _KLDrift(posterior, prior_drift),
         _KLDiffusion(posterior),
-        noise=posterior.noise,
-        noise_dim=noise_dim,
+        noise_structure=posterior.noise_structure,
+        noise_dim=posterior.noise_dim,
         calculus=posterior.calculus,
         additive=posterior.additive,
     )

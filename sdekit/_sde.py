@@ -1,7 +1,9 @@
-"""The SDE: drift, diffusion, noise structure and calculus, as one Equinox module;
-and the abstract problem that [`sdekit.solve`][] integrates."""
+"""The SDE: drift, diffusion (a lineax operator), noise structure and calculus; and the
+abstract problem that [`sdekit.solve`][] integrates."""
 
 import abc
+import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -13,10 +15,17 @@ import lineax as lx
 from jaxtyping import PyTree
 
 from ._custom_types import Calculus, NoiseStructure, RealScalarLike, State
+from ._tensor_operator import TensorOperator
 
 
-_NOISES = ("diagonal", "scalar", "general")
+_STRUCTURES = ("diagonal", "scalar", "general")
 _CALCULI = ("ito", "stratonovich")
+# What `diffusion` returns for each structure, for error messages.
+_RETURNS = {
+    "diagonal": "an array shaped like the state",
+    "scalar": "an array shaped like the state",
+    "general": "a (*state, noise_dim) array or a lineax operator",
+}
 
 
 class AbstractSDE(eqx.Module):
@@ -80,9 +89,15 @@ class SDE(AbstractSDE):
       component, $g\,\mathrm{d}W$ taken elementwise.
     - `"scalar"`: an array shaped like `y`; a single Brownian motion shared by all
       components.
-    - `"general"`: a `(d, noise_dim)` matrix or any
+    - `"general"`: a `(*y.shape, noise_dim)` array (a `(d, noise_dim)` matrix) or any
       [`lineax.AbstractLinearOperator`](https://docs.kidger.site/lineax/) mapping
       $\mathbb{R}^m \to \mathbb{R}^d$; `noise_dim` Brownian motions.
+
+    Under every structure `diffusion` may also return a lineax operator from the
+    Brownian motion's shape to the state's. Everything downstream (the solvers, the
+    Itô-Stratonovich conversion, the pathwise KL, fractional noise) sees the
+    diffusion only as that operator, [`sdekit.SDE.diffusion_operator`][]: the
+    structure is read in that one place and in [`sdekit.SDE.brownian_shape`][].
 
     `additive=True` declares that `diffusion` does not depend on `y`, so that Itô
     and Stratonovich coincide and solvers reach their additive-noise order
@@ -93,8 +108,10 @@ class SDE(AbstractSDE):
     - `drift`: callable `(t, y, args) -> dy/dt`, shaped like `y`. Any Equinox
         module (e.g. an `eqx.nn.MLP` wrapped to take `t`) works.
     - `diffusion`: callable `(t, y, args) -> g`, see above.
-    - `noise`: `"diagonal"` (default), `"scalar"` or `"general"`.
-    - `noise_dim`: number of Brownian motions, required for `noise="general"`.
+    - `noise_structure`: `"diagonal"` (default), `"scalar"` or `"general"`. (Until
+        0.1 this was called `noise`, which still works with a `DeprecationWarning`;
+        `noise` now names what drives an SDE, as in `sdekit.solve(..., noise=...)`.)
+    - `noise_dim`: number of Brownian motions, required for `"general"`.
     - `calculus`: `"ito"` (default) or `"stratonovich"`: the calculus in which
         `drift` is written. Solving with a solver of the other calculus converts the
         drift automatically (see [`sdekit.SDE.drift_in`][]).
@@ -103,89 +120,145 @@ class SDE(AbstractSDE):
 
     drift: Callable[..., Any]
     diffusion: Callable[..., Any]
-    noise: NoiseStructure = eqx.field(static=True, default="diagonal")
-    noise_dim: int | None = eqx.field(static=True, default=None)
-    calculus: Calculus = eqx.field(static=True, default="ito")
-    additive: bool = eqx.field(static=True, default=False)
+    noise_structure: NoiseStructure = eqx.field(static=True)
+    noise_dim: int | None = eqx.field(static=True)
+    calculus: Calculus = eqx.field(static=True)
+    additive: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        drift: Callable[..., Any],
+        diffusion: Callable[..., Any],
+        noise_structure: NoiseStructure | None = None,
+        noise_dim: int | None = None,
+        calculus: Calculus = "ito",
+        additive: bool = False,
+        *,
+        noise: NoiseStructure | None = None,
+    ):
+        if noise is not None:
+            if noise_structure is not None:
+                raise TypeError("Pass `noise_structure` only (`noise` is its old name).")
+            warnings.warn(
+                "`SDE(..., noise=...)` is deprecated: the noise structure is now "
+                "`noise_structure=` (`noise` names what drives an SDE, as in "
+                "`sdekit.solve(..., noise=FractionalNoise(...))`).",
+                DeprecationWarning,
+                # Past equinox's construction machinery to the caller's line.
+                stacklevel=4,
+            )
+            noise_structure = noise
+        self.drift = drift
+        self.diffusion = diffusion
+        self.noise_structure = noise_structure or "diagonal"
+        self.noise_dim = noise_dim
+        self.calculus = calculus
+        self.additive = additive
 
     def __check_init__(self):
-        if self.noise not in _NOISES:
-            raise ValueError(f"`noise` must be one of {_NOISES}, got {self.noise!r}.")
+        if self.noise_structure not in _STRUCTURES:
+            raise ValueError(
+                f"`noise_structure` must be one of {_STRUCTURES}, got "
+                f"{self.noise_structure!r}."
+            )
         if self.calculus not in _CALCULI:
             raise ValueError(
                 f"`calculus` must be 'ito' or 'stratonovich', got {self.calculus!r}."
             )
-        if self.noise == "general":
+        if self.noise_structure == "general":
             if not isinstance(self.noise_dim, int) or self.noise_dim < 1:
                 raise ValueError(
-                    "`noise='general'` needs `noise_dim`, the number of Brownian "
-                    f"motions, as a positive int; got {self.noise_dim!r}."
+                    "`noise_structure='general'` needs `noise_dim`, the number of "
+                    f"Brownian motions, as a positive int; got {self.noise_dim!r}."
                 )
         elif self.noise_dim is not None:
             raise ValueError(
-                f"`noise_dim` is only used with `noise='general'`; for "
-                f"noise={self.noise!r} it is implied, so leave it as None."
+                "`noise_dim` is only used with `noise_structure='general'`; for "
+                f"{self.noise_structure!r} noise it is implied, so leave it as None."
             )
         if not callable(self.drift) or not callable(self.diffusion):
             raise TypeError("`drift` and `diffusion` must be callables (t, y, args).")
 
+    @property
+    def noise(self) -> NoiseStructure:
+        """Deprecated: the old name of `noise_structure`."""
+        warnings.warn(
+            "`SDE.noise` is deprecated: use `SDE.noise_structure`.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.noise_structure
+
     def brownian_shape(self, y_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The shape of the Brownian motion driving one path with state shape `y_shape`."""
-        if self.noise == "diagonal":
-            return y_shape
-        if self.noise == "scalar":
+        """The shape of the Brownian motion driving one path with state shape `y_shape`:
+        the state's (diagonal), `()` (scalar) or `(noise_dim,)` (general)."""
+        if self.noise_structure == "diagonal":
+            return tuple(y_shape)
+        if self.noise_structure == "scalar":
             return ()
         assert self.noise_dim is not None
         return (self.noise_dim,)
 
     def diffusion_operator(
         self, t: RealScalarLike, y: State, args: PyTree
-    ) -> lx.AbstractLinearOperator | jax.Array:
-        """The diffusion as the object diffrax's `ControlTerm` multiplies with
-        $\\mathrm{d}W$: a lineax operator for diagonal and general noise, the
-        column $g$ itself for scalar noise (multiplied by a scalar increment)."""
+    ) -> lx.AbstractLinearOperator:
+        r"""The diffusion as a lineax operator from the Brownian motion's shape to the
+        state's, what diffrax's `ControlTerm` applies to $\mathrm{d}W$: a
+        `DiagonalLinearOperator` for diagonal noise, the column $g$ as an operator on
+        scalars for scalar noise, a `MatrixLinearOperator` (or the operator returned)
+        for general noise. Raises a `ValueError` at trace time when the diffusion does
+        not fit the state and the structure."""
         g = self.diffusion(t, y, args)
-        if self.noise == "diagonal":
-            return lx.DiagonalLinearOperator(g)
-        if self.noise == "general" and not isinstance(g, lx.AbstractLinearOperator):
-            return lx.MatrixLinearOperator(g)
-        return g
+        if isinstance(g, lx.AbstractLinearOperator):
+            op = g
+        elif self.noise_structure == "diagonal":
+            op = lx.DiagonalLinearOperator(g)
+        elif self.noise_structure == "scalar":
+            # The column g times a scalar increment.
+            op = TensorOperator(jnp.asarray(g), jnp.ndim(g))
+        elif jnp.ndim(g) == 2:
+            op = lx.MatrixLinearOperator(g)
+        else:
+            # A state of any shape: g of shape (*state, noise_dim).
+            op = TensorOperator(jnp.asarray(g), jnp.ndim(g) - 1)
+        bshape = self.brownian_shape(y.shape)
+        into, out = op.in_structure().shape, op.out_structure().shape
+        if out != y.shape or into != bshape:
+            got = (
+                f"an operator from {into} to {out}"
+                if isinstance(g, lx.AbstractLinearOperator)
+                else f"shape {jnp.shape(g)}"
+            )
+            raise ValueError(
+                f"With noise_structure={self.noise_structure!r} the diffusion must "
+                f"return {_RETURNS[self.noise_structure]}, for the state's shape "
+                f"{y.shape} and Brownian motion of shape {bshape}; got {got}."
+            )
+        return op
 
     def ito_correction(self, t: RealScalarLike, y: State, args: PyTree) -> State:
         r"""$\tfrac12 \sum_{j} (\partial_y g_{\cdot j})\, g_{\cdot j}$, the term that
         separates the Itô and Stratonovich drifts:
         $f_{\mathrm{Strat}} = f_{\mathrm{Itô}} - \text{ito\_correction}$.
 
-        Zero for additive noise. For diagonal noise this needs the diagonal of the
-        diffusion's Jacobian (one forward-mode pass per state component); for scalar
-        noise one Jacobian-vector product; for general noise one per Brownian motion.
+        Zero for additive noise. Otherwise one Jacobian-vector product of the diffusion
+        per Brownian motion $j$, along its own column $g_{\cdot j}$ (the operator
+        applied to the $j$-th unit vector): for diagonal noise that is the diagonal of
+        the diffusion's Jacobian, for scalar noise a single product.
         """
         if self.additive:
             return jnp.zeros_like(y)
 
-        def g(y_):
-            return self.diffusion(t, y_, args)
+        def column(y_, unit):
+            return self.diffusion_operator(t, y_, args).mv(unit)
 
-        if self.noise == "scalar":
-            g0, dg = jax.jvp(g, (y,), (g(y),))
-            return 0.5 * dg
-        if self.noise == "diagonal":
-            g0 = g(y)
-            flat = y.reshape(-1)
-            jac = jax.jacfwd(lambda f: g(f.reshape(y.shape)).reshape(-1))(flat)
-            return 0.5 * (jnp.diagonal(jac) * g0.reshape(-1)).reshape(y.shape)
+        def term(unit):
+            return jax.jvp(lambda y_: column(y_, unit), (y,), (column(y, unit),))[1]
 
-        def matrix(y_):
-            op = self.diffusion_operator(t, y_, args)
-            assert isinstance(op, lx.AbstractLinearOperator)
-            return op.as_matrix()
-
-        G = matrix(y)
-
-        def column_term(j):
-            return jax.jvp(lambda y_: matrix(y_)[:, j], (y,), (G[:, j],))[1]
-
-        return 0.5 * jnp.sum(jax.vmap(column_term)(jnp.arange(G.shape[1])), axis=0)
+        shape = self.brownian_shape(y.shape)
+        size = math.prod(shape)
+        units = jnp.eye(size, dtype=y.dtype).reshape(size, *shape)
+        return 0.5 * jnp.sum(jax.vmap(term)(units), axis=0)
 
     def drift_in(self, calculus: Calculus) -> Callable[..., Any]:
         """The drift written in `calculus`, converting with
@@ -207,44 +280,25 @@ class SDE(AbstractSDE):
         self, brownian_path: dfx.AbstractBrownianPath, calculus: Calculus | None = None
     ) -> dfx.MultiTerm:
         """diffrax terms for a batch of paths held as one state `(batch, *state)`:
-        the drift (converted per path) and the diffusion mapped over the paths."""
+        the drift (converted per path) and the diffusion operator mapped over the
+        paths, each applied to its own path's Brownian motion."""
         drift = self.drift_in(calculus or self.calculus)
         return dfx.MultiTerm(
             dfx.ODETerm(_BatchedDrift(drift)),
-            dfx.ControlTerm(_BatchedDiffusion(self), brownian_path),
+            _BatchedDiffusionTerm(self, brownian_path),
         )
 
     def check_shapes(self, t0: RealScalarLike, y: State, args: PyTree) -> None:
-        """Trace-time checks that drift and diffusion return what the noise structure
-        says, for one path's state `y`."""
+        """Trace-time checks that drift and diffusion fit one path's state `y`."""
         drift = jax.eval_shape(self.drift, t0, y, args)
         if getattr(drift, "shape", None) != y.shape:
             raise ValueError(
                 f"The drift must return an array shaped like the state {y.shape}, got "
                 f"{getattr(drift, 'shape', type(drift))}. Check the drift's output size."
             )
-        diff = jax.eval_shape(self.diffusion, t0, y, args)
-        if self.noise in ("diagonal", "scalar"):
-            if getattr(diff, "shape", None) != y.shape:
-                raise ValueError(
-                    f"With noise={self.noise!r} the diffusion must return an array "
-                    f"shaped like the state {y.shape}, got "
-                    f"{getattr(diff, 'shape', type(diff))}."
-                )
-        elif isinstance(diff, lx.AbstractLinearOperator):
-            want = (y.shape, (self.noise_dim,))
-            got = (diff.out_structure().shape, diff.in_structure().shape)
-            if got != want:
-                raise ValueError(
-                    f"The diffusion operator must map noise of shape {want[1]} to the "
-                    f"state's shape {want[0]}, but maps {got[1]} to {got[0]}."
-                )
-        elif getattr(diff, "shape", None) != (*y.shape, self.noise_dim):
-            raise ValueError(
-                "With noise='general' the diffusion must return a matrix of shape "
-                f"{(*y.shape, self.noise_dim)} (state, noise_dim), got "
-                f"{getattr(diff, 'shape', type(diff))}."
-            )
+        # Building the operator checks its shapes (see diffusion_operator).
+        noise = jnp.zeros(self.brownian_shape(y.shape), y.dtype)
+        jax.eval_shape(lambda y_: self.diffusion_operator(t0, y_, args).mv(noise), y)
 
     def default_solver(self) -> dfx.AbstractSolver:
         """`diffrax.Euler()` (Euler-Maruyama) for an Itô SDE, `diffrax.Heun()` for a
@@ -271,26 +325,22 @@ class _BatchedDrift(eqx.Module):
         return jax.vmap(self.drift, in_axes=(None, 0, None))(t, y, args)
 
 
-class _BatchedDiffusion(eqx.Module):
+class _BatchedDiffusionTerm(dfx.AbstractTerm):
+    """diffrax's `ControlTerm` for a batch held as one state: the vector field is one
+    path's diffusion operator per row (a batched operator, only arrays inside, so
+    that solvers may keep it in their state), each applied to its own path's
+    Brownian motion (the rows of dW), whatever the structure."""
+
     sde: SDE
+    control: dfx.AbstractBrownianPath
 
-    def __call__(self, t, y, args):
-        g = jax.vmap(self.sde.diffusion, in_axes=(None, 0, None))(t, y, args)
-        if self.sde.noise == "diagonal":
-            return lx.DiagonalLinearOperator(g)
-        batch = y.shape[0]
-        if self.sde.noise == "scalar":
-            # One scalar motion per path: dW has shape (batch,).
-            def mv(dw):
-                return g * dw.reshape(batch, *([1] * (g.ndim - 1)))
+    def vf(self, t, y, args):
+        return eqx.filter_vmap(self.sde.diffusion_operator, in_axes=(None, 0, None))(
+            t, y, args
+        )
 
-            structure = jax.ShapeDtypeStruct((batch,), y.dtype)
-        else:
+    def contr(self, t0, t1, **kwargs):
+        return self.control.evaluate(t0, t1, **kwargs)
 
-            def mv(dw):
-                if isinstance(g, lx.AbstractLinearOperator):
-                    return jax.vmap(lambda op, w: op.mv(w))(g, dw)
-                return jnp.einsum("b...m,bm->b...", g, dw)
-
-            structure = jax.ShapeDtypeStruct((batch, self.sde.noise_dim), y.dtype)
-        return lx.FunctionLinearOperator(mv, structure)
+    def prod(self, vf, control):
+        return eqx.filter_vmap(lambda op, w: op.mv(w))(vf, control)

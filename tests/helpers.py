@@ -55,12 +55,12 @@ def strong_order(
     `exact(path) -> y(t1)` gives the reference solution on one path; the state `y0`
     may be a tuple of arrays (the underdamped Langevin state). `levy_area`: what the
     fine path carries (default: what the solver needs)."""
-    levy_area = levy_area or sdekit._brownian.levy_area_for(solver)
+    levy_area = levy_area or sdekit._solvers.levy_area_for(solver)
     y_shape = jax.tree_util.tree_map(jnp.shape, y0)
     grid, paths = fine_path(
         key, num_paths, t1, fine, shape=sde.brownian_shape(y_shape), levy_area=levy_area
     )
-    calculus = sdekit._solve.solver_calculus(solver)
+    calculus = sdekit._solvers.solver_calculus(solver)
     errors, steps = [], []
     for level in levels:
         coarse = grid[:: 2 ** (fine - level)]

@@ -59,7 +59,9 @@ def test_differentiable_solve_through_path(getkey):
     # of y(1) = y0 * exp(...) for GBM is y(1) / y0, per path.
     ts = jnp.linspace(0.0, 1.0, 51)
     path = sdekit.GridBrownianPath(ts, (), getkey())
-    sde = sdekit.SDE(lambda t, y, a: 0.3 * y, lambda t, y, a: 0.5 * y, noise="scalar")
+    sde = sdekit.SDE(
+        lambda t, y, a: 0.3 * y, lambda t, y, a: 0.5 * y, noise_structure="scalar"
+    )
 
     def final(y0):
         sol = dfx.diffeqsolve(
@@ -167,7 +169,7 @@ def test_levy_areas_off_grid_are_nan_and_bad_input(getkey):
 
 def test_levy_area_for_solvers():
     # The path generates what the solver's own `minimal_levy_area` asks for.
-    from sdekit._brownian import levy_area_for
+    from sdekit._solvers import levy_area_for
 
     assert levy_area_for(dfx.Euler()) is dfx.BrownianIncrement
     assert levy_area_for(dfx.Heun()) is dfx.BrownianIncrement

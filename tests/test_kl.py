@@ -28,7 +28,7 @@ def test_ou_pathwise_kl(getkey, noise):
     else:
         diffusion = lambda t, y, a: SIGMA * jnp.ones_like(y)  # noqa: E731
     posterior = sdekit.SDE(
-        lambda t, y, a: -THETA_Q * y, diffusion, noise=noise, **kwargs
+        lambda t, y, a: -THETA_Q * y, diffusion, noise_structure=noise, **kwargs
     )
     augmented = sdekit.with_pathwise_kl(posterior, lambda t, y, a: -THETA_P * y)
     n = 20_000
@@ -51,7 +51,7 @@ def test_girsanov_integrand_general_noise_least_squares():
     # A non-square diffusion (2 states, 3 noises): u is the minimum-norm solution.
     G = jnp.array([[1.0, 0.0, 1.0], [0.0, 2.0, 0.0]])
     post = sdekit.SDE(
-        lambda t, y, a: y + 1.0, lambda t, y, a: G, noise="general", noise_dim=3
+        lambda t, y, a: y + 1.0, lambda t, y, a: G, noise_structure="general", noise_dim=3
     )
     value = sdekit.girsanov_integrand(post, lambda t, y, a: y, 0.0, jnp.zeros(2))
     u = np.linalg.pinv(np.asarray(G)) @ np.ones(2)

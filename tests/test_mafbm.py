@@ -242,7 +242,7 @@ def _brownian_sde():
     return sdekit.SDE(
         lambda t, y, a: jnp.zeros_like(y),
         lambda t, y, a: jnp.ones_like(y),
-        noise="scalar",
+        noise_structure="scalar",
         additive=True,
     )
 
@@ -365,18 +365,18 @@ def test_augment_structure_and_values():
     # Diagonal noise: one channel per coordinate.
     diag = sdekit.SDE(drift, lambda t, y, a: jnp.array([2.0, 3.0]) * (1 + y))
     aug = augment(diag, noise, state_size=2)
-    assert aug.noise == "general" and aug.noise_dim == 2
+    assert aug.noise_structure == "general" and aug.noise_dim == 2
     x, y = np.asarray(z[:2]), np.asarray(z[2:]).reshape(2, 4)
     scale = np.array([2.0, 3.0]) * (1 + x)
     expected = np.concatenate([-x - scale * (y @ (w * g)), (-g * y).ravel()])
     np.testing.assert_allclose(aug.drift(0.0, z, None), expected, rtol=1e-5)
-    G = np.asarray(aug.diffusion(0.0, z, None))
+    G = np.asarray(aug.diffusion_operator(0.0, z, None).as_matrix())
     assert G.shape == (10, 2)
     np.testing.assert_allclose(G[:2], np.diag(scale * w.sum()), rtol=1e-5)
     np.testing.assert_allclose(G[2:], np.kron(np.eye(2), np.ones((4, 1))))
     # General noise: a (d, m) matrix.
     B = jnp.array([[1.0, 0.5], [0.0, 2.0]])
-    gen = sdekit.SDE(drift, lambda t, y, a: B, noise="general", noise_dim=2)
+    gen = sdekit.SDE(drift, lambda t, y, a: B, noise_structure="general", noise_dim=2)
     aug = augment(gen, noise)
     np.testing.assert_allclose(
         aug.drift(0.0, z, None)[:2], -x - np.asarray(B) @ (y @ (w * g)), rtol=1e-5

@@ -70,7 +70,7 @@ class FractionalOU(eqx.Module):
         return SDE(
             _FOUDrift(self.theta, self.mu),
             _ConstantDiffusion(self.sigma),
-            noise="scalar",
+            noise_structure="scalar",
             additive=True,
         )
 

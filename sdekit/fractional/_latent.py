@@ -49,13 +49,13 @@ class _PosteriorDrift(eqx.Module):
 
     def __call__(self, t, z, args):
         ts, contexts = args
-        G = self.prior.diffusion(t, z, args)
+        G = self.prior.diffusion_operator(t, z, args)
         context = _context_at(t, ts, contexts)
         t_ = jnp.asarray(t, z.dtype)
         u = self.control(jnp.concatenate([t_[None], z, context]))
         # Posterior = prior + G u: the control enters exactly where the noise does,
         # dY_jk = (-gamma_k Y_jk + u_j) dt + dW_j (Daems et al. 2024, section 4).
-        return self.prior.drift(t, z, args) + G @ u
+        return self.prior.drift(t, z, args) + G.mv(u)
 
 
 class LatentFractionalSDE(eqx.Module):
@@ -183,7 +183,7 @@ class LatentFractionalSDE(eqx.Module):
         return SDE(
             _PriorDrift(self.prior_drift),
             _Diffusion(self.log_diffusion),
-            noise="diagonal",
+            noise_structure="diagonal",
             additive=True,
         )
 
@@ -213,7 +213,7 @@ class LatentFractionalSDE(eqx.Module):
         posterior = SDE(
             _PosteriorDrift(prior, self.control),
             prior.diffusion,
-            noise="general",
+            noise_structure="general",
             noise_dim=d,
             additive=True,
         )

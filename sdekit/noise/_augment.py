@@ -1,19 +1,30 @@
 """Any sdekit SDE driven by MA-fBM instead of Brownian motion, as a Markov SDE on the
 state and the noise's Ornstein-Uhlenbeck components."""
 
+import math
 from collections.abc import Sequence
-from typing import Any
 
 import diffrax as dfx
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-import lineax as lx
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._driving_noise import AbstractDrivingNoise
 from .._sde import SDE
-from .._solve import SDESolution, solve
-from ._fractional import FractionalNoise
+from .._solution import SDESolution
+from .._solve import solve
+from .._tensor_operator import TensorOperator
+
+
+def _check_fractional(noise) -> None:
+    # FractionalNoise builds its Markov lift from this module, so this module knows it
+    # by its methods only (importing it here would make an import circle).
+    if not (isinstance(noise, AbstractDrivingNoise) and hasattr(noise, "omega")):
+        raise TypeError(
+            "`noise` must be an sdekit.noise.FractionalNoise, got "
+            f"{type(noise).__name__}."
+        )
 
 
 # Daems et al. 2024, section 4: explicit schemes need gamma_max * dt below this.
@@ -22,57 +33,29 @@ MAX_EXPLICIT_GAMMA_DT = 0.5
 
 def num_channels(sde: SDE, state_size: int) -> int:
     """The number of independent noise channels of `sde` for a state of `state_size`
-    components: one per component (diagonal), one (scalar) or `noise_dim` (general).
-    Each channel is one fractional noise with its own $K$ components."""
-    if sde.noise == "diagonal":
-        return state_size
-    if sde.noise == "scalar":
-        return 1
-    assert sde.noise_dim is not None
-    return sde.noise_dim
-
-
-def _split(z, state_size: int, num_components: int):
-    x = z[:state_size]
-    y = z[state_size:].reshape(-1, num_components)
-    return x, y
-
-
-def _apply_diffusion(sde: SDE, g, v):
-    # g dB for the noise structure: elementwise, one shared channel, or a matrix.
-    if sde.noise == "diagonal":
-        return g * v
-    if sde.noise == "scalar":
-        return g * v[0]
-    if isinstance(g, lx.AbstractLinearOperator):
-        return g.mv(v)
-    return g @ v
-
-
-def _state_size(sde: SDE, z_size: int, K: int) -> int:
-    if sde.noise == "diagonal":
-        return z_size // (K + 1)
-    if sde.noise == "scalar":
-        return z_size - K
-    assert sde.noise_dim is not None
-    return z_size - sde.noise_dim * K
+    components: its number of Brownian motions (one per component for diagonal noise,
+    one for scalar noise, `noise_dim` for general noise). Each channel is one
+    fractional noise with its own $K$ components."""
+    return math.prod(sde.brownian_shape((state_size,)))
 
 
 class _AugmentedDrift(eqx.Module):
     sde: SDE
     omega: Array
     gammas: tuple[float, ...] = eqx.field(static=True)
+    channels: int = eqx.field(static=True)
 
     def __call__(self, t, z, args):
         K = len(self.gammas)
-        d = _state_size(self.sde, z.shape[0], K)
-        x, y = _split(z, d, K)
+        d = z.shape[0] - self.channels * K
+        x, y = z[:d], z[d:].reshape(self.channels, K)
         gammas = jnp.asarray(self.gammas, z.dtype)
         omega = self.omega.astype(z.dtype)
-        # dB = -sum_k omega_k gamma_k Y_k dt + omega_bar dW, per channel.
+        # dB = -sum_k omega_k gamma_k Y_k dt + omega_bar dW, per channel: the drift
+        # gains g applied to the first part.
         v = y @ (omega * gammas)
-        g = self.sde.diffusion(t, x, args)
-        dx = self.sde.drift(t, x, args) - _apply_diffusion(self.sde, g, v)
+        g = self.sde.diffusion_operator(t, x, args)
+        dx = self.sde.drift(t, x, args) - g.mv(v.reshape(g.in_structure().shape))
         return jnp.concatenate([dx, (-gammas[None, :] * y).reshape(-1)])
 
 
@@ -80,28 +63,26 @@ class _AugmentedDiffusion(eqx.Module):
     sde: SDE
     omega: Array
     num_components: int = eqx.field(static=True)
+    channels: int = eqx.field(static=True)
+    # The lifted SDE's Brownian shape: () for scalar noise, else (channels,).
+    shape: tuple[int, ...] = eqx.field(static=True)
 
     def __call__(self, t, z, args):
         K = self.num_components
-        d = _state_size(self.sde, z.shape[0], K)
-        x = z[:d]
+        d = z.shape[0] - self.channels * K
         omega_bar = jnp.sum(self.omega).astype(z.dtype)
-        g = self.sde.diffusion(t, x, args)
-        if self.sde.noise == "scalar":
-            return jnp.concatenate([g * omega_bar, jnp.ones((K,), z.dtype)])
-        if self.sde.noise == "diagonal":
-            top = jnp.diag(g * omega_bar)
-        elif isinstance(g, lx.AbstractLinearOperator):
-            top = g.as_matrix() * omega_bar
-        else:
-            top = g * omega_bar
-        m = top.shape[1]
-        # Each channel's K components are driven by that channel's Brownian motion.
+        g = self.sde.diffusion_operator(t, z[:d], args)
+        m = self.channels
+        # The state gets omega_bar g dW; each channel's K components get that
+        # channel's dW. As one matrix on the m Brownian motions (a plain array, so
+        # that any solver may differentiate it).
+        top = omega_bar * g.as_matrix()
         bottom = jnp.kron(jnp.eye(m, dtype=z.dtype), jnp.ones((K, 1), z.dtype))
-        return jnp.concatenate([top, bottom])
+        columns = jnp.concatenate([top, bottom]).reshape(z.shape[0], *self.shape)
+        return TensorOperator(columns, 1)
 
 
-def augment(sde: SDE, noise: FractionalNoise, state_size: int | None = None) -> SDE:
+def augment(sde: SDE, noise: AbstractDrivingNoise, state_size: int | None = None) -> SDE:
     r"""The Markov SDE of `sde` driven by the fractional noise `noise` instead of
     Brownian motion (Daems et al. 2024, equation 11).
 
@@ -125,7 +106,7 @@ def augment(sde: SDE, noise: FractionalNoise, state_size: int | None = None) -> 
 
     The noise structure carries over: scalar noise stays scalar; diagonal noise
     ($m = d$) and general noise ($m$ = `noise_dim`) become general noise with $m$
-    Brownian motions. The calculus and additivity carry over too (the components
+    Brownian motions (the lifted diffusion is a lineax operator from them). The calculus and additivity carry over too (the components
     are additive, and $\hat B$ is a semimartingale, so Itô and Stratonovich
     integrals against it are those against $\mathrm{d}Y$).
 
@@ -133,42 +114,41 @@ def augment(sde: SDE, noise: FractionalNoise, state_size: int | None = None) -> 
 
     - `sde`: an [`sdekit.SDE`][] with a one-dimensional state.
     - `noise`: the [`sdekit.noise.FractionalNoise`][] of every channel.
-    - `state_size`: $d$, needed for diagonal noise only (its $m = d$ channels).
+    - `state_size`: $d$, needed when the number of channels depends on it
+        (diagonal noise: $m = d$).
 
     **Returns:** an [`sdekit.SDE`][] on the augmented state.
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"`sde` must be an sdekit.SDE, got {type(sde).__name__}.")
-    if not isinstance(noise, FractionalNoise):
-        raise TypeError(
-            f"`noise` must be an sdekit.noise.FractionalNoise, got "
-            f"{type(noise).__name__}."
-        )
+    _check_fractional(noise)
     omega = noise.omega()
     gammas = tuple(float(g) for g in noise.speeds)
     K = noise.num_components
-    if sde.noise == "scalar":
-        noise_kwargs: dict[str, Any] = dict(noise="scalar")
-    else:
-        if sde.noise == "diagonal" and state_size is None:
+    if state_size is None:
+        # Scalar and general noise have as many channels whatever the state's size.
+        if sde.brownian_shape((1,)) != sde.brownian_shape((2,)):
             raise ValueError(
-                "Augmenting an SDE with diagonal noise needs `state_size`, the size d "
-                "of its state: each of its d noise channels gets its own components."
+                "Augmenting an SDE whose number of Brownian motions depends on its "
+                "state (diagonal noise) needs `state_size`, the size d of its state: "
+                "each of its d noise channels gets its own components."
             )
-        m = num_channels(sde, state_size or 0)
-        noise_kwargs = dict(noise="general", noise_dim=m)
+        state_size = 1
+    m = num_channels(sde, state_size)
+    scalar = sde.brownian_shape((state_size,)) == ()
     return SDE(
-        _AugmentedDrift(sde, omega, gammas),
-        _AugmentedDiffusion(sde, omega, K),
+        _AugmentedDrift(sde, omega, gammas, m),
+        _AugmentedDiffusion(sde, omega, K, m, () if scalar else (m,)),
+        noise_structure="scalar" if scalar else "general",
+        noise_dim=None if scalar else m,
         calculus=sde.calculus,
         additive=sde.additive,
-        **noise_kwargs,
     )
 
 
 def augmented_initial_state(
     sde: SDE,
-    noise: FractionalNoise,
+    noise: AbstractDrivingNoise,
     y0: Float[ArrayLike, "batch d"],
     key: PRNGKeyArray,
 ) -> Float[Array, "batch d+m*K"]:
@@ -200,7 +180,7 @@ def split_components(
 
 
 def check_step_size(
-    noise: FractionalNoise, dt0: float, solver: dfx.AbstractSolver | None = None
+    noise: AbstractDrivingNoise, dt0: float, solver: dfx.AbstractSolver | None = None
 ) -> None:
     r"""Raise a `ValueError` when an explicit solver's step is too large for the
     fastest component: $\gamma_{\max}\,\Delta t$ must stay below 1/2 (Daems et al.
@@ -223,7 +203,7 @@ def solve_fractional(
     y0: Float[ArrayLike, "batch d"],
     ts: Float[ArrayLike, " n"] | Float[ArrayLike, "batch n"] | Sequence[ArrayLike],
     *,
-    noise: FractionalNoise,
+    noise: AbstractDrivingNoise,
     key: PRNGKeyArray,
     dt0: float,
     solver: dfx.AbstractSolver | None = None,
@@ -232,10 +212,11 @@ def solve_fractional(
 ) -> SDESolution:
     r"""Solve a batch of paths of `sde` driven by the fractional noise `noise`.
 
-    Augments the SDE ([`sdekit.noise.augment`][]), draws the components' initial
-    state, checks the step size against $\gamma_{\max}$ and calls
-    [`sdekit.solve`][], whose keyword arguments (`t0`, `t1`, `adjoint`, `brownian`,
-    `args`, ...) pass through.
+    The same as `sdekit.solve(sde, y0, ts, noise=noise, ...)`: augments the SDE
+    ([`sdekit.noise.augment`][]), draws the components' initial state, checks the
+    step size against $\gamma_{\max}$ and solves; [`sdekit.solve`][]'s keyword
+    arguments (`t0`, `t1`, `adjoint`, `brownian`, `args`, ...) pass through. Here the
+    noise components can also be returned.
 
     **Arguments:**
 
@@ -252,17 +233,9 @@ def solve_fractional(
 
     **Returns:** an [`sdekit.SDESolution`][].
     """
-    check_step_size(noise, dt0, solver)
-    y0 = jnp.asarray(y0)
-    if y0.ndim != 2:
-        raise ValueError(
-            f"`y0` must have shape (batch, d), got shape {y0.shape}; for one path "
-            "use y0[None]."
-        )
-    init_key, path_key = jr.split(key)
-    augmented = augment(sde, noise, state_size=y0.shape[1])
-    z0 = augmented_initial_state(sde, noise, y0, init_key)
-    sol = solve(augmented, z0, ts, key=path_key, dt0=dt0, solver=solver, **kwargs)
+    _check_fractional(noise)
     if return_components:
-        return sol
-    return eqx.tree_at(lambda s: s.ys, sol, sol.ys[..., : y0.shape[1]])
+        init_key, path_key = jr.split(key)
+        lifted, z0 = noise.lift(sde, y0, init_key, dt0=dt0, solver=solver)
+        return solve(lifted, z0, ts, key=path_key, dt0=dt0, solver=solver, **kwargs)
+    return solve(sde, y0, ts, noise=noise, key=key, dt0=dt0, solver=solver, **kwargs)

@@ -2,6 +2,7 @@
 
 import math
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,9 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._driving_noise import AbstractDrivingNoise
+from .._sde import SDE
+from ._augment import augment, augmented_initial_state, check_step_size
 from ._mafbm import (
     check_hurst,
     check_kind,
@@ -38,7 +42,7 @@ def psd_sqrt(cov: np.ndarray) -> np.ndarray:
     return vecs * np.sqrt(np.clip(vals, 0.0, None))
 
 
-class FractionalNoise(eqx.Module):
+class FractionalNoise(AbstractDrivingNoise):
     r"""Markov-approximate fractional Brownian motion (MA-fBM), the noise source that
     makes an SDE fractional (Daems et al. 2024, *Variational Inference for SDEs
     Driven by Fractional Noise*, ICLR, section 3).
@@ -58,7 +62,9 @@ class FractionalNoise(eqx.Module):
     $\hat B$ is a semimartingale: $\mathrm{d}\hat B = -\sum_k \omega_k \gamma_k Y_k
     \,\mathrm{d}t + \bar\omega\,\mathrm{d}W$ with $\bar\omega = \sum_k \omega_k$,
     which is what lets [`sdekit.noise.augment`][] turn any SDE driven by it into a
-    Markov SDE on the state and the $K$ components.
+    Markov SDE on the state and the $K$ components. It is an
+    [`sdekit.AbstractDrivingNoise`][]: `sdekit.solve(sde, ..., noise=FractionalNoise(H))`
+    drives any SDE with it.
 
     **Arguments:**
 
@@ -107,6 +113,32 @@ class FractionalNoise(eqx.Module):
         return mafbm_omega(
             self.hurst, self.speeds, self.horizon, self.kind, self.weights
         )
+
+    def lift(
+        self,
+        sde: SDE,
+        y0: Array,
+        key: PRNGKeyArray,
+        *,
+        dt0: float,
+        solver: dfx.AbstractSolver | None,
+    ) -> tuple[SDE, Array]:
+        """The Markov SDE of `sde` driven by this noise ([`sdekit.noise.augment`][])
+        and its initial states ([`sdekit.noise.augmented_initial_state`][]), after
+        checking the step size ([`sdekit.noise.check_step_size`][])."""
+        check_step_size(self, dt0, solver)
+        y0 = jnp.asarray(y0)
+        if y0.ndim != 2:
+            raise ValueError(
+                f"`y0` must have shape (batch, d), got shape {y0.shape}; for one path "
+                "use y0[None]."
+            )
+        lifted = augment(sde, self, state_size=y0.shape[1])
+        return lifted, augmented_initial_state(sde, self, y0, key)
+
+    def observe(self, zs: Array, y0: Array) -> Array:
+        """The state's part of augmented paths: their first `d` components."""
+        return zs[..., : jnp.shape(y0)[-1]]
 
     def tail_variance(self) -> Float[Array, ""]:
         """The variance of the fine-scale part of fBM that the approximation
