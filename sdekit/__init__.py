@@ -15,6 +15,7 @@ if TYPE_CHECKING:
         girsanov_integrand as girsanov_integrand,
         GridBrownianPath as GridBrownianPath,
         ReversibleAdjoint as ReversibleAdjoint,
+        ScanAdjoint as ScanAdjoint,
         SDE as SDE,
         SDESolution as SDESolution,
         solve as solve,

@@ -7,9 +7,12 @@ from typing import Any
 
 import diffrax as dfx
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import jax.tree_util as jtu
 from jaxtyping import Array, Float, PyTree
 
+from ._brownian import GridBrownianPath
 from ._reversible import reversible_heun_solve
 from ._sde import AbstractSDE, SDE
 
@@ -103,6 +106,90 @@ class DiffraxAdjoint(AbstractSDEAdjoint):
         return sol.ys, sol.stats, sol.result
 
 
+class ScanAdjoint(AbstractSDEAdjoint):
+    """Fixed steps on the step grid as one `jax.lax.scan` of the solver's own `step`,
+    differentiated by backpropagation through the scan: what a hand-written loop
+    does, for any diffrax solver, with exact gradients. Each step's Brownian
+    increment (and Lévy areas) is drawn up front, vectorised, and handed to its step
+    directly, with no lookup by time inside the loop. The default of
+    [`sdekit.solve`][] on the grid Brownian path.
+
+    **Arguments:**
+
+    - `remat`: if `True` (default) each step is wrapped in `jax.checkpoint`: only the
+        states are stored and the backward pass recomputes every step from its input.
+        On CPUs this was faster than storing every step's intermediates at every
+        problem size measured but the smallest (docs/benchmarks.md), and it needs far
+        less memory. `False` stores them (what plain backpropagation through a scan
+        does).
+    """
+
+    remat: bool = eqx.field(static=True, default=True)
+
+    @property
+    def presample(self) -> bool:
+        # The increments are drawn into the scan's inputs, not into a stored path.
+        return False
+
+    def default_solver(self, sde: AbstractSDE) -> dfx.AbstractSolver:
+        return sde.default_solver()
+
+    def check(self, sde, solver, brownian, stepsize_controller) -> None:
+        del sde, solver
+        if brownian != "grid" or stepsize_controller is not None:
+            raise ValueError("`ScanAdjoint` needs fixed steps on the grid Brownian path.")
+
+    def integrate(self, make_terms, path, solver, y0, ts, args, steps: Steps):
+        grid = steps.grid
+        assert grid is not None and isinstance(path, GridBrownianPath)
+        count = grid.shape[0] - 1
+        noise = path.increments()
+
+        def terms_of(increment):
+            return make_terms(_StepNoise(increment, path.levy_area))
+
+        first = jtu.tree_map(lambda x: x[0], noise)
+        state = solver.init(terms_of(first), grid[0], grid[1], y0, args)
+
+        def step(carry, inputs):
+            y, state = carry
+            t0, t1, increment = inputs
+            y1, _, _, state1, _ = solver.step(
+                terms_of(increment), t0, t1, y, args, state, False
+            )
+            return (y1, state1), y1
+
+        if self.remat:
+            step = jax.checkpoint(step)
+        _, ys = jax.lax.scan(step, (y0, state), (grid[:-1], grid[1:], noise))
+        # Every step's state is an output (the scan stores them for the backward pass
+        # anyway); the saves are gathered from it, one index per save time.
+        save_index = jnp.searchsorted(grid, ts, side="left")
+        ys = jtu.tree_map(
+            lambda first, rest: jnp.concatenate([first[None], rest])[save_index], y0, ys
+        )
+        return ys, _fixed_step_stats(count), dfx.RESULTS.successful
+
+
+class _StepNoise(dfx.AbstractBrownianPath):
+    # The Brownian motion over one step, already drawn: whatever interval the solver
+    # asks for (it asks for its step), this increment.
+    noise: dfx.AbstractBrownianIncrement
+    levy_area: Any = eqx.field(static=True)
+
+    @property
+    def t0(self):
+        return None
+
+    @property
+    def t1(self):
+        return None
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        del t0, t1, left
+        return self.noise if use_levy else self.noise.W
+
+
 class ReversibleAdjoint(AbstractSDEAdjoint):
     r"""Backpropagate through the reversible Heun method in $O(1)$ memory.
 
@@ -172,8 +259,10 @@ def _fixed_step_stats(steps: int) -> dict[str, Array]:
 
 
 def as_sde_adjoint(adjoint: Any, brownian: str) -> AbstractSDEAdjoint:
-    """`solve`'s `adjoint` argument as the seam's object."""
-    del brownian
+    """`solve`'s `adjoint` argument as the seam's object: `None` is the scan of
+    remat-ed steps on the grid path, diffrax's default on the virtual tree."""
+    if adjoint is None and brownian == "grid":
+        return ScanAdjoint()
     if adjoint is None or isinstance(adjoint, dfx.AbstractAdjoint):
         return DiffraxAdjoint(adjoint)
     if isinstance(adjoint, AbstractSDEAdjoint):

@@ -4,7 +4,10 @@
 importing `sdekit` (as the `sdekit` command does) costs nothing until JAX is needed.
 """
 
-from ._adjoint import ReversibleAdjoint as ReversibleAdjoint
+from ._adjoint import (
+    ReversibleAdjoint as ReversibleAdjoint,
+    ScanAdjoint as ScanAdjoint,
+)
 from ._brownian import GridBrownianPath as GridBrownianPath
 from ._driving_noise import AbstractDrivingNoise as AbstractDrivingNoise
 from ._grid import step_grid as step_grid

@@ -1,6 +1,5 @@
-"""The `sdekit` command line: `--version`, `sdekit bench`, and errors as one line on stderr."""
+"""The `sdekit` command line: `--version`, and errors as one line on stderr."""
 
-import json
 import os
 import subprocess
 import sys
@@ -40,51 +39,20 @@ def test_version(capsys):
     assert capsys.readouterr().out == f"sdekit {sdekit.__version__}\n"
 
 
-def test_bench_json_last_line():
-    out = _run_cli(
-        "bench",
-        "--repeats", "1",
-        "--steps", "5",
-        "--batch", "4",
-        "--number", "1",
-        "--variants", "sdekit,lax_scan,torchsde",
-        "--json",
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert "Traceback" not in out.stderr
-    lines = out.stdout.strip().splitlines()
-    result = json.loads(lines[-1])
-    # The table comes first, for people.
-    assert any(line.startswith("sdekit ") for line in lines[:-1])
-    assert result["problem"]["steps"] == 5 and result["problem"]["batch"] == 4
-    assert result["repeats"] == 1
-    for key in ("sdekit_ms", "lax_scan_ms", "sdekit_vs_lax_scan"):
-        assert result[key] > 0, key
-    # Variants not asked for are reported as null, not left out.
-    assert result["diffrax_vbt_ms"] is None and result["diffrax_vbt_vs_sdekit"] is None
-    if result["torchsde_ms"] is None:
-        assert any("torchsde skipped" in note for note in result["notes"])
-    else:
-        assert result["torchsde_ms"] > 0 and result["torch_num_threads"] >= 1
-    assert set(result["raw_ms"]["sdekit"]) and len(result["raw_ms"]["sdekit"]) == 1
-    assert result["checks"]["losses_finite"]
-    assert result["device"]["platform"] and result["versions"]["jax"]
-
-
 def test_library_error_is_one_line_subprocess():
-    out = _run_cli("bench", "--steps", "0")
+    out = _run_cli("hurst", "--input", "x.npy", "--dt", "0.1", "--components", "1")
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
-        "sdekit: error: `steps` must be a positive integer, got 0."
+        "sdekit: error: --components must be at least 2, got 1"
     ]
 
 
 @pytest.mark.parametrize(
     "argv, fragment",
     [
-        (["bench", "--repeats", "-1"], "`repeats` must be a positive integer"),
-        (["bench", "--variants", "sdekit,nope"], "Unknown benchmark variant(s) ['nope']"),
+        (["hurst", "--input", "x.npy", "--dt", "-1"], "--dt must be a positive number"),
+        (["hurst", "--input", "missing.npy", "--dt", "1"], "missing.npy not found"),
     ],
 )
 def test_library_error_is_one_line(capsys, argv, fragment):
@@ -96,7 +64,7 @@ def test_library_error_is_one_line(capsys, argv, fragment):
     assert captured.out == ""
 
 
-@pytest.mark.parametrize("argv", [[], ["bench", "--steps", "many"], ["no-such-command"]])
+@pytest.mark.parametrize("argv", [[], ["hurst", "--components", "many"], ["no-such-command"]])
 def test_usage_errors_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -106,8 +74,8 @@ def test_usage_errors_exit_2(capsys, argv):
 
 def test_debug_reraises(monkeypatch):
     monkeypatch.setenv("SDEKIT_DEBUG", "1")
-    with pytest.raises(ValueError, match="`steps` must be a positive integer"):
-        main(["bench", "--steps", "0"])
+    with pytest.raises(ValueError, match="--components must be at least 2"):
+        main(["hurst", "--input", "x.npy", "--dt", "1", "--components", "1"])
 
 
 def test_registering_a_subcommand(monkeypatch, capsys):
@@ -141,4 +109,6 @@ def test_every_subcommand_module_is_complete():
     for name in _main.SUBCOMMANDS:
         module = importlib.import_module(name)
         assert callable(module.add_parser) and callable(module.run), name
-    assert "bench" in _main.build_parser().format_help()
+    assert "hurst" in _main.build_parser().format_help()
+    # The benchmarks are scripts in benchmarks/, outside the package (docs/benchmarks.md).
+    assert "bench" not in _main.build_parser().format_help().split()

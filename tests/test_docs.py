@@ -43,7 +43,6 @@ SLOW_PAGES: dict[str, str] = {}
 # must have an API entry for each of its public classes and functions.
 NOT_API = {
     "cli": "the `sdekit` command, documented by `sdekit --help` and the family pages",
-    "bench": "the benchmark scripts' measurements, documented on the benchmarks page",
 }
 
 _PYTHON = ("python", "py", "python3")

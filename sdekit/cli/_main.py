@@ -24,7 +24,6 @@ from . import _jobs
 
 
 SUBCOMMANDS = (
-    "sdekit.cli._bench",
     "sdekit.cli._demo",
     "sdekit.cli._hurst",
 )
