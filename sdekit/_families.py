@@ -102,6 +102,12 @@ FAMILIES: tuple[Family, ...] = (
         jobs="sdekit.interpolants._jobs",
         summary="stochastic interpolants: flows and diffusions, sampling, log-densities",
     ),
+    Family(
+        "langevin",
+        models=("langevin-flow",),
+        jobs="sdekit.langevin._jobs",
+        summary="latent Langevin flows for neural population spiking data (NLB metrics)",
+    ),
 )
 
 

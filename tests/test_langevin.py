@@ -127,7 +127,9 @@ def _hamiltonian_error(potential, bin_time, key):
     features, _ = eqx.filter_jit(dynamics)(start, None, num_bins, jr.key(0))
     z, v = features[..., :d], features[..., d:]
     energy = jax.vmap(jax.vmap(potential))(z) + 0.5 * jnp.sum(v**2, axis=-1)
-    return float(jnp.max(jnp.abs(energy - energy[:, :1])))
+    # Relative to each path's own energy scale, which the random potential and start set.
+    drift = jnp.abs(energy - energy[:, :1]) / jnp.abs(energy[:, :1])
+    return float(jnp.max(drift))
 
 
 def test_without_noise_and_friction_energy_is_conserved_to_order_two(x64, getkey):
@@ -140,7 +142,8 @@ def test_without_noise_and_friction_energy_is_conserved_to_order_two(x64, getkey
     errors = [_hamiltonian_error(potential, h, key) for h in steps]
     slope = np.log(errors[0] / errors[1]) / np.log(2)
     assert 1.7 < slope < 2.3, (slope, errors)
-    assert errors[-1] < 1e-2
+    # Over 80 bins of 0.05 the energy drifts by well under a percent of itself.
+    assert errors[-1] < 5e-3, errors
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

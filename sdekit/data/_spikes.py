@@ -252,7 +252,7 @@ def load_spikes(
 
     **Returns:** a [`sdekit.data.SpikingDataset`][].
     """
-    from . import read_npz
+    from ._read import read_npz
 
     name = os.path.basename(os.fspath(path))
     arrays = read_npz(
