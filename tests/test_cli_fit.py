@@ -153,7 +153,7 @@ def _checkpoint_of(tmp_path, family):
         ("empty", "series 3 has no observed value"),
         ("csv", "sdekit predict reads the series as .npy"),
         ("out", "give the name of a .npy file"),
-        ("family", "Unknown model family 'langevin'"),
+        ("family", "Unknown model family 'kalman-filters'"),
         ("moved", "was trained on gone.npz, which is not there"),
     ],
 )
@@ -176,7 +176,7 @@ def test_predict_bad_input_gets_one_line(fitted, tmp_path, capsys, case, message
     elif case == "out":
         out = tmp_path / "p.txt"
     elif case == "family":
-        checkpoint = _checkpoint_of(tmp_path, "langevin")
+        checkpoint = _checkpoint_of(tmp_path, "kalman-filters")
     elif case == "moved":  # the run's training data is no longer where it was
         checkpoint = shutil.copytree(checkpoint, tmp_path / "copy")
         config = json.loads((checkpoint / "config.json").read_text())
