@@ -9,8 +9,11 @@ Training: the 3x64 SELU MLP of torchcfm's tutorials at batch 256, N(0, I) -> 8
 Gaussians, Adam; torchcfm's `ConditionalFlowMatcher(sigma=0)` and
 `ExactOptimalTransportConditionalFlowMatcher(sigma=0)` (POT's exact OT) against
 sdekit's linear interpolant with independent and exact-OT coupling (torchcfm at the
-faster of 1 and `--threads` threads), trained by
-`sdekit.interpolants.scan_steps` (`--steps` steps per compiled call). Likelihood:
+faster of 1 and `--threads` threads), trained by `sdekit.train.fit` with
+`steps_per_call` = `--steps` (an epoch of `--steps` minibatches in one compiled call;
+the second epoch is timed, host permutation and gathering included), beside the same
+trainer at one step per call and the compiled loop alone (the same `lax.scan` of
+steps on minibatches already on the device: no trainer). Likelihood:
 points per second of the exact-divergence log-likelihood by
 `sdekit.interpolants.log_likelihood` (the batch as one state) against a CNF written
 as diffrax's documentation writes one (per-point `diffeqsolve` under `vmap`, trace
@@ -76,15 +79,10 @@ def torchcfm_ms_per_step(ot: bool, steps: int, batch: int, threads: int) -> floa
     return (time.perf_counter() - start) / steps * 1e3
 
 
-def sdekit_ms_per_step(ot: bool, steps: int, batch: int, method: str = "exact") -> float:
-    import equinox as eqx
-    import jax
-    import jax.numpy as jnp
+def _model_and_loss(ot: bool, method: str = "exact"):
     import jax.random as jr
-    import optax
 
     import sdekit.interpolants as si
-    from sdekit.data import eight_gaussians
 
     coupling = si.OTCoupling(method) if ot else si.IndependentCoupling()
     model = si.InterpolantModel(
@@ -96,62 +94,70 @@ def sdekit_ms_per_step(ot: bool, steps: int, batch: int, method: str = "exact") 
         depth=3,
         activation="selu",
     )
-    data = {"x": eight_gaussians().sample(jr.key(1), 50000)}
-    optimizer = si.scan_steps(
-        optax.adam(1e-3),
-        lambda m, b, k: si.interpolant_loss(m, b, k, coupling=coupling),
-        model,
-        data,
-        key=jr.key(2),
-        steps=steps,
-        batch_size=batch,
-    )
-    params = eqx.filter(model, eqx.is_inexact_array)
-    state = optimizer.init(params)
-    zero = jax.tree.map(jnp.zeros_like, params)
-    update = eqx.filter_jit(optimizer.update)
-    updates, state = update(zero, state, params)  # compile
-    jax.block_until_ready(updates)
-    start = time.perf_counter()
-    updates, state = update(zero, state, params)
-    jax.block_until_ready(updates)
-    return (time.perf_counter() - start) / steps * 1e3
+    return model, lambda m, b, k: si.interpolant_loss(m, b, k, coupling=coupling)
 
 
-def sdekit_per_call_ms_per_step(steps: int, batch: int) -> float:
-    """The same step dispatched one call at a time (what the trainer does without
-    `scan_steps`), minibatches indexed on the host."""
-    import equinox as eqx
+def sdekit_ms_per_step(
+    ot: bool, steps: int, batch: int, steps_per_call: int, method: str = "exact"
+) -> float:
+    """Milliseconds per step of `sdekit.train.fit`: two epochs of `steps` minibatches
+    each, `steps_per_call` steps per compiled call; the second epoch timed (the first
+    compiles)."""
     import jax.random as jr
-    import numpy as np
     import optax
 
-    import sdekit.interpolants as si
+    from sdekit.data import eight_gaussians
+    from sdekit.train import fit
+
+    model, loss = _model_and_loss(ot, method)
+    data = {"x": eight_gaussians().sample(jr.key(1), steps * batch)}
+    result = fit(
+        model,
+        loss,
+        data,
+        key=jr.key(2),
+        optimizer=optax.adam(1e-3),
+        epochs=2,
+        batch_size=batch,
+        steps_per_call=steps_per_call,
+        progress=False,
+    )
+    return result.history[1]["seconds"] / steps * 1e3
+
+
+def compiled_loop_ms_per_step(steps: int, batch: int) -> float:
+    """The trainer's compiled loop alone (independent coupling): `steps` Adam steps in
+    one `lax.scan` over minibatches already on the device."""
+    import equinox as eqx
+    import jax
+    import jax.random as jr
+    import optax
+
     from sdekit.data import eight_gaussians
 
-    model = si.InterpolantModel(
-        si.LinearInterpolant(), 2, key=jr.key(0), width=64, depth=3, activation="selu"
-    )
-    data = np.asarray(eight_gaussians().sample(jr.key(1), 50000))
+    model, loss = _model_and_loss(False)
+    data = eight_gaussians().sample(jr.key(1), steps * batch).reshape(steps, batch, 2)
     optimizer = optax.adam(1e-3)
-    state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    params, static = eqx.partition(model, eqx.is_inexact_array)
 
-    @eqx.filter_jit
-    def step(m, s, batch, key):
-        (loss, _), g = eqx.filter_value_and_grad(si.interpolant_loss, has_aux=True)(
-            m, batch, key
-        )
-        u, s = optimizer.update(g, s, eqx.filter(m, eqx.is_inexact_array))
-        return eqx.apply_updates(m, u), s, loss
+    @jax.jit
+    def run(params, state, data, key):
+        def step(carry, inputs):
+            params, state = carry
+            x, k = inputs
+            grads, _ = jax.grad(
+                lambda p: loss(eqx.combine(p, static), {"x": x}, k), has_aux=True
+            )(params)
+            updates, state = optimizer.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
 
-    rng = np.random.default_rng(0)
-    model, state, loss = step(model, state, {"x": data[:batch]}, jr.key(0))
-    loss.block_until_ready()
+        keys = jr.split(key, steps)
+        return jax.lax.scan(step, (params, state), (data, keys))[0]
+
+    state = optimizer.init(params)
+    jax.block_until_ready(run(params, state, data, jr.key(2)))  # compile
     start = time.perf_counter()
-    for i in range(steps):
-        index = rng.integers(0, len(data), batch)
-        model, state, loss = step(model, state, {"x": data[index]}, jr.key(i))
-    loss.block_until_ready()
+    jax.block_until_ready(run(params, state, data, jr.key(3)))
     return (time.perf_counter() - start) / steps * 1e3
 
 
@@ -192,7 +198,10 @@ def likelihood_points_per_second(n: int, rtol: float = 1e-5, atol: float = 1e-5)
 
     theirs = eqx.filter_jit(jax.vmap(cnf_logp, in_axes=(None, 0)))
     out = {}
-    for name, fn in (("sdekit", lambda: ours(model, x)), ("diffrax_cnf", lambda: theirs(model, x))):
+    for name, fn in (
+        ("sdekit", lambda: ours(model, x)),
+        ("diffrax_cnf", lambda: theirs(model, x)),
+    ):
         jax.block_until_ready(fn())
         start = time.perf_counter()
         values = jax.block_until_ready(fn())
@@ -259,22 +268,34 @@ def main(argv=None):
             for n in sorted({1, args.threads})
         }
         torch_ms = min(by_threads.values())
-        ours_ms = sdekit_ms_per_step(ot, args.steps, args.batch)
+        ours_ms = sdekit_ms_per_step(ot, args.steps, args.batch, args.steps)
         for n, ms in by_threads.items():
             result[f"torchcfm_{name}_ms_{n}threads"] = round(ms, 3)
         result[f"torchcfm_{name}_ms"] = round(torch_ms, 3)
         result[f"sdekit_{name}_ms"] = round(ours_ms, 3)
         result[f"speedup_{name}"] = round(torch_ms / ours_ms, 2)
-        print(f"{name}: torchcfm {torch_ms:.3f} ms/step, sdekit {ours_ms:.3f} ms/step, "
-              f"{torch_ms / ours_ms:.2f}x", flush=True)
-    per_call = sdekit_per_call_ms_per_step(args.steps, args.batch)
+        print(
+            f"{name}: torchcfm {torch_ms:.3f} ms/step, sdekit {ours_ms:.3f} ms/step, "
+            f"{torch_ms / ours_ms:.2f}x",
+            flush=True,
+        )
+    per_call = sdekit_ms_per_step(False, args.steps, args.batch, 1)
     result["sdekit_independent_per_call_ms"] = round(per_call, 3)
-    print(f"sdekit one step per call: {per_call:.3f} ms/step", flush=True)
+    loop = compiled_loop_ms_per_step(args.steps, args.batch)
+    result["compiled_loop_independent_ms"] = round(loop, 3)
+    print(
+        f"sdekit one step per call: {per_call:.3f} ms/step; the compiled loop "
+        f"alone: {loop:.3f} ms/step",
+        flush=True,
+    )
     ll = likelihood_points_per_second(args.points)
     result.update({k: round(v, 4) for k, v in ll.items()})
     result["likelihood_speedup"] = round(ll["sdekit"] / ll["diffrax_cnf"], 2)
-    print(f"likelihood: sdekit {ll['sdekit']:.0f} points/s, diffrax CNF "
-          f"{ll['diffrax_cnf']:.0f} points/s", flush=True)
+    print(
+        f"likelihood: sdekit {ll['sdekit']:.0f} points/s, diffrax CNF "
+        f"{ll['diffrax_cnf']:.0f} points/s",
+        flush=True,
+    )
     print(json.dumps(result))
     return 0
 

@@ -27,7 +27,6 @@ import tempfile
 import time
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -39,31 +38,30 @@ import sdekit.interpolants as si
 from sdekit.data import Checkerboard, eight_gaussians, load_digits, Moons
 
 
-def _train(model, data, *, coupling, steps, batch_size, lr, key, chunk=500):
-    """Train `model` on `data` (dict) with compiled chunks; returns the model."""
+def _train(model, data, *, coupling, steps, batch_size, lr, key, steps_per_call=500):
+    """Train `model` on `data` (dict) by `sdekit.train.fit`, `steps_per_call` steps per
+    compiled call, for `steps` steps rounded up to whole epochs; returns the model."""
+    from sdekit.train import fit
 
     def loss_fn(m, batch, k):
         return si.interpolant_loss(m, batch, k, coupling=coupling)
 
-    epochs = max(1, steps // chunk)
-    optimizer = si.scan_steps(
-        optax.adam(optax.cosine_decay_schedule(lr, epochs * chunk, 0.01)),
-        loss_fn,
+    steps_per_epoch = max(1, len(data["x"]) // batch_size)
+    epochs = -(-steps // steps_per_epoch)
+    result = fit(
         model,
+        loss_fn,
         data,
         key=key,
-        steps=chunk,
+        optimizer=optax.adam(
+            optax.cosine_decay_schedule(lr, epochs * steps_per_epoch, 0.01)
+        ),
+        epochs=epochs,
         batch_size=batch_size,
+        steps_per_call=steps_per_call,
+        progress=False,
     )
-    params = eqx.filter(model, eqx.is_inexact_array)
-    state = optimizer.init(params)
-    update = eqx.filter_jit(optimizer.update)
-    zero = jax.tree.map(jnp.zeros_like, params)
-    for _ in range(epochs):
-        # The first step of each chunk gets a zero gradient: negligible.
-        updates, state = update(zero, state, params)
-        params = eqx.apply_updates(params, updates)
-    return eqx.combine(params, eqx.filter(model, eqx.is_inexact_array, inverse=True))
+    return result.model
 
 
 def density(args):
@@ -118,7 +116,9 @@ def checkerboard(args):
     )
     train_seconds = time.perf_counter() - start
     # Python numbers and booleans are static under `eqx.filter_jit`.
-    draw = eqx.filter_jit(lambda m, k, sde, eps: si.sample(m, k, 4000, sde=sde, eps=eps))
+    draw = eqx.filter_jit(
+        lambda m, k, sde, eps: si.sample(m, k, 4000, sde=sde, eps=eps)
+    )
     ode = np.asarray(draw(model, k_ode, False, 0.0))
     results = {"ode": _energy_distance(ode, test)}
     samples = {"ODE": ode}
@@ -218,7 +218,10 @@ def fewstep(args):
             adaptive = si.probability_flow(model, x0)
             runs["euler1"].append(_w2(one, held_out))
             runs["adaptive"].append(_w2(adaptive, held_out))
-        out[name] = {k: {"mean": float(np.mean(v)), "sd": float(np.std(v))} for k, v in runs.items()}
+        out[name] = {
+            k: {"mean": float(np.mean(v)), "sd": float(np.std(v))}
+            for k, v in runs.items()
+        }
     return out
 
 
@@ -233,7 +236,9 @@ def digits(args):
     from sklearn.neural_network import MLPClassifier
 
     x_train, y_train, x_test, y_test = load_digits()
-    classifier = MLPClassifier((128, 64), max_iter=600, random_state=0).fit(x_train, y_train)
+    classifier = MLPClassifier((128, 64), max_iter=600, random_state=0).fit(
+        x_train, y_train
+    )
 
     def features(x):
         # The last hidden layer's activations (ReLU).
@@ -245,7 +250,13 @@ def digits(args):
     key = jr.key(args.seed)
     shift, scale = si.data_scaling(jnp.asarray(x_train))
     model = si.InterpolantModel(
-        si.LinearInterpolant(), 64, key=key, shift=shift, scale=scale, width=512, depth=3
+        si.LinearInterpolant(),
+        64,
+        key=key,
+        shift=shift,
+        scale=scale,
+        width=512,
+        depth=3,
     )
     model = _train(
         model,
@@ -256,7 +267,9 @@ def digits(args):
         lr=1e-3,
         key=jr.fold_in(key, 1),
     )
-    samples = np.asarray(eqx.filter_jit(si.sample)(model, jr.fold_in(key, 2), len(x_test)))
+    samples = np.asarray(
+        eqx.filter_jit(si.sample)(model, jr.fold_in(key, 2), len(x_test))
+    )
     mean, cov = x_train.mean(0), np.cov(x_train, rowvar=False)
     gaussian = np.random.default_rng(0).multivariate_normal(mean, cov, len(x_test))
     real = features(x_test)
@@ -271,7 +284,9 @@ def digits(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("study", choices=["density", "checkerboard", "fewstep", "digits"])
+    parser.add_argument(
+        "study", choices=["density", "checkerboard", "fewstep", "digits"]
+    )
     parser.add_argument("--dataset", default="gaussian-mixture")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None)
@@ -287,7 +302,11 @@ def main(argv=None):
         result = {"checkerboard": checkerboard, "fewstep": fewstep, "digits": digits}[
             args.study
         ](args)
-    result = {"study": args.study, **result, "wall_seconds": round(time.perf_counter() - start, 1)}
+    result = {
+        "study": args.study,
+        **result,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
     for name, value in result.items():
         print(f"{name}: {value}")
     print(json.dumps(result))

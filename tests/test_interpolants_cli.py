@@ -23,8 +23,9 @@ def _run(argv):
     return code, out.getvalue(), err.getvalue()
 
 
-SMALL = ["--steps", "40", "--steps-per-call", "20", "--width", "16", "--depth", "1",
-         "--batch-size", "64", "--quiet", "--json"]
+# 480 training points in batches of 48: 10 steps an epoch, in calls of 4, 4 and 2.
+SMALL = ["--steps", "40", "--steps-per-call", "4", "--width", "16", "--depth", "1",
+         "--batch-size", "48", "--quiet", "--json"]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def checkpoint(tmp_path_factory):
 @pytest.mark.slow
 def test_fit_report(checkpoint):
     root, report = checkpoint
-    assert report["dim"] == 3 and report["steps"] == 40
+    assert report["dim"] == 3 and report["steps"] == 40 and report["epochs"] == 4
     assert np.isfinite(report["test_mean_logprob"])
     code, out, err = _run(["evaluate", "--checkpoint", str(root / "run"), "--json"])
     assert code == 0, err

@@ -50,4 +50,3 @@ from ._sample import (
     sample as sample,
     solve_sde as solve_sde,
 )
-from ._train import minibatch_loss as minibatch_loss, scan_steps as scan_steps

@@ -21,7 +21,7 @@ _VALUE_OPTIONS = (
     ("ot-method", str, "exact (host assignment), sinkhorn or hungarian"),
     ("num-train", int, "points drawn from a toy density"),
     ("steps", int, "optimiser steps in all"),
-    ("steps-per-call", int, "optimiser steps per compiled chunk (one trainer epoch)"),
+    ("steps-per-call", int, "optimiser steps per compiled call (at most an epoch's)"),
     ("batch-size", int, "examples per step"),
     ("lr", float, "peak learning rate (Adam, cosine decay)"),
     ("width", int, "network width"),
