@@ -96,6 +96,18 @@ def test_fit_help_lists_every_family(toy_family, capsys):
             assert model in text
 
 
+def test_job_help_lists_the_families_that_offer_it(toy_family, capsys):
+    # The toy family has fit and evaluate only: it is listed under evaluate, not sample.
+    assert _main.main(["evaluate", "--help"]) == 0
+    assert "toy: models toy-model" in capsys.readouterr().out
+    assert _main.main(["sample", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "toy" not in text
+    for family in _families.FAMILIES:
+        offered = "sample" in family.load_jobs()
+        assert (f"  {family.name}: models" in text) == offered, family.name
+
+
 def test_routing_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SDEKIT_DEBUG", raising=False)
     assert _main.main(["fit", "--model", "transformer"]) == 1

@@ -134,8 +134,11 @@ def _checkpoint_overview(name: str) -> str:
         "",
         "families offering it:",
     ]
+    # Which families offer the job is what their JOBS say: importing them (and JAX)
+    # makes this help slower than `fit --help`, but it cannot disagree with them.
     for family in _families.FAMILIES:
-        lines.append(f"  {family.name}: models {', '.join(family.models)}")
+        if name in family.load_jobs():
+            lines.append(f"  {family.name}: models {', '.join(family.models)}")
     return "\n".join(lines)
 
 
