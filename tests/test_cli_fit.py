@@ -261,3 +261,24 @@ def test_fit_basicmotions_at_half_missing(tmp_path, capsys):
     assert _main.main(argv) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["test_accuracy"] >= 0.9
+
+
+def test_summary_counts_the_best_epoch_from_one():
+    # The progress lines say "epoch 1 of 3"; the summary must name the same epoch, while
+    # the JSON's best_epoch stays the 0-based index into the history.
+    from sdekit.stable._jobs import _describe
+
+    report = {
+        "model": "lnsde",
+        "dataset": "BasicMotions",
+        "task": "classification",
+        "missing": 0.5,
+        "seed": 0,
+        "test_accuracy": 0.9,
+        "epochs": 3,
+        "best_epoch": 0,
+        "seconds": 1.0,
+        "checkpoint": "runs/x",
+    }
+    assert "3 epochs (best: epoch 1) in 1 s" in _describe(report)
+    assert "3 epochs in 1 s" in _describe({**report, "best_epoch": None})

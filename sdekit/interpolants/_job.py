@@ -319,7 +319,11 @@ def fit_job(
     config = config.checked()
     out = default_out(config) if out is None else os.fspath(out)
     _train.check_checkpoint_dir(
-        out, resume=resume, overwrite=overwrite, config=_stored_config(config)
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        config=_stored_config(config),
+        quiet=not progress,
     )
     data = load_job_data(config)
     model = build_model(config, data.train["x"], data.num_classes)

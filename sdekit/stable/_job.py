@@ -271,7 +271,11 @@ def fit_job(
     out = default_out(config) if out is None else os.fspath(out)
     # Refuse a directory in the way before any work (data loading included).
     _train.check_checkpoint_dir(
-        out, resume=resume, overwrite=overwrite, config=_stored_config(config)
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        config=_stored_config(config),
+        quiet=not progress,
     )
     data = load_job_data(config)
     task = data.task

@@ -143,8 +143,12 @@ def _describe(report: dict[str, Any]) -> str:
         f"{figure}"
     ]
     if "epochs" in report:
+        # Counted from 1, as the progress lines count; the JSON's best_epoch is the
+        # 0-based index into the history.
+        best = report["best_epoch"]
+        best = "" if best is None else f" (best: epoch {best + 1})"
         lines.append(
-            f"{report['epochs']} epochs (best {report['best_epoch']}) in "
+            f"{report['epochs']} epochs{best} in "
             f"{report['seconds']:.0f} s; checkpoint: {report['checkpoint']}"
         )
     return "\n".join(lines)
