@@ -82,7 +82,7 @@ def fbm_log_likelihood(
     \varepsilon_i$, $\varepsilon_i \sim \mathcal{N}(0, r^2)$, of scaled fractional
     Brownian motion (usual normalisation, $\mathrm{Var}\,B^H(t) = t^{2H}$) at
     arbitrary increasing times, from the dense covariance of the increments
-    ([`sdekit.fractional.fbm_increment_covariance`][]) and its Cholesky factor, in
+    (from the covariance $\tfrac12(|s|^{2H} + |t|^{2H} - |t - s|^{2H})$ of $B^H(s)$ and $B^H(t)$) and its Cholesky factor, in
     $O(n^3)$ time.
 
     As for [`sdekit.fractional.fou_log_likelihood`][], the level is not assumed
