@@ -10,6 +10,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 from ._brownian import GridBrownianPath
@@ -23,7 +24,7 @@ class Steps(eqx.Module):
 
     t0: float
     t1: float
-    grid: Float[Array, " m"] | None
+    grid: Float[Array | np.ndarray, " m"] | None
     dt0: float | None
     controller: dfx.AbstractStepSizeController
     max_steps: int
@@ -35,9 +36,11 @@ class AbstractSDEAdjoint(eqx.Module):
     wrapped in `DiffraxAdjoint`; [`sdekit.ReversibleAdjoint`][] is the other
     implementation."""
 
-    # Whether the grid Brownian path stores its noise (False: each increment is drawn
-    # again from the key when asked for).
-    presample: eqx.AbstractVar[bool]
+    @property
+    @abc.abstractmethod
+    def presample(self) -> bool:
+        """Whether the grid Brownian path stores its noise (`False`: each increment is
+        drawn again from the key when asked for)."""
 
     @abc.abstractmethod
     def default_solver(self, sde: AbstractSDE) -> dfx.AbstractSolver:
@@ -137,7 +140,9 @@ class ScanAdjoint(AbstractSDEAdjoint):
     def check(self, sde, solver, brownian, stepsize_controller) -> None:
         del sde, solver
         if brownian != "grid" or stepsize_controller is not None:
-            raise ValueError("`ScanAdjoint` needs fixed steps on the grid Brownian path.")
+            raise ValueError(
+                "`ScanAdjoint` needs fixed steps on the grid Brownian path."
+            )
 
     def integrate(self, make_terms, path, solver, y0, ts, args, steps: Steps):
         grid = steps.grid
@@ -146,7 +151,9 @@ class ScanAdjoint(AbstractSDEAdjoint):
         noise = path.increments()
 
         def terms_of(increment):
-            return make_terms(_StepNoise(increment, path.levy_area))
+            # By keyword: type checkers count diffrax's abstract `levy_area` as the
+            # first field, where at run time it is the second.
+            return make_terms(_StepNoise(noise=increment, levy_area=path.levy_area))
 
         first = jtu.tree_map(lambda x: x[0], noise)
         state = solver.init(terms_of(first), grid[0], grid[1], y0, args)

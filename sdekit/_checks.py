@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
@@ -22,8 +23,9 @@ def shares_times(ts) -> bool:
 
 def batched_times(
     ts, batch: int
-) -> tuple[Float[Array, "batch n"], Bool[Array, "batch n"]]:
-    """Broadcast shared times, or pad ragged ones by repeating each path's last time."""
+) -> tuple[Float[Array | np.ndarray, "batch n"], Bool[Array | np.ndarray, "batch n"]]:
+    """Broadcast shared times, or pad ragged ones by repeating each path's last time.
+    Concrete times stay NumPy arrays (checked eagerly, constants under `jit`)."""
     if (
         isinstance(ts, Sequence)
         and not isinstance(ts, (str, bytes))
@@ -99,7 +101,9 @@ def save_times(ts, batch: int, t0, t1, dtype):
         t0 = float(ts_np[:, 0].min()) if t0 is None else t0
         t1 = float(ts_np.max()) if t1 is None else t1
     elif t0 is None or t1 is None:
-        raise ValueError("Pass `t0` and `t1` as numbers when `ts` is traced (under jit).")
+        raise ValueError(
+            "Pass `t0` and `t1` as numbers when `ts` is traced (under jit)."
+        )
     else:
         ts = eqx.error_if(ts, ~jnp.isfinite(ts), "`ts` contains NaN or infinite times.")
         ts = eqx.error_if(

@@ -1,8 +1,9 @@
 """Shared jaxtyping aliases."""
 
-from typing import Literal, TypeAlias
+from typing import Literal, TYPE_CHECKING, TypeAlias
 
 import diffrax as dfx
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Real, Shaped
 
 
@@ -13,7 +14,19 @@ LevyArea: TypeAlias = type[
     dfx.BrownianIncrement | dfx.SpaceTimeLevyArea | dfx.SpaceTimeTimeLevyArea
 ]
 
-RealScalarLike: TypeAlias = float | int | Real[ArrayLike, ""]
+# The variant and the quadrature weights of the Markov approximation of fBM
+# (sdekit.noise.FractionalNoise).
+MAfBMKind: TypeAlias = Literal["I", "II"]
+MAfBMWeights: TypeAlias = Literal["optimal", "spectral"]
+
+if TYPE_CHECKING:
+    # A type checker reads `Real[ArrayLike, ""]` as all of ArrayLike, complex and
+    # NumPy bool included, and refuses arithmetic and comparisons on it (diffrax's
+    # _custom_types.py does the same).
+    RealScalarLike: TypeAlias = float | int | Array | np.ndarray
+else:
+    RealScalarLike: TypeAlias = float | int | Real[ArrayLike, ""]
+
 State: TypeAlias = Float[Array, "*state"]
 BatchedState: TypeAlias = Float[Array, "batch *state"]
 Times: TypeAlias = Real[Array, " times"]

@@ -7,6 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray, PyTree
 
 from ._adjoint import AbstractSDEAdjoint, Steps
@@ -30,7 +31,7 @@ class Plan(eqx.Module):
     num_steps: int
     max_steps: int | None
 
-    def steps(self, grid: Float[Array, " m"] | None) -> Steps:
+    def steps(self, grid: Float[Array | np.ndarray, " m"] | None) -> Steps:
         if grid is not None:
             steps = grid.shape[0] - 1
             return Steps(self.t0, self.t1, grid, None, dfx.StepTo(ts=grid), steps)
@@ -55,7 +56,12 @@ class Plan(eqx.Module):
             )
         struct = jax.ShapeDtypeStruct(shape, dtype)
         return dfx.VirtualBrownianTree(
-            self.t0, self.t1, tol=self.dt0 / 2, shape=struct, key=key, levy_area=levy_area
+            self.t0,
+            self.t1,
+            tol=self.dt0 / 2,
+            shape=struct,
+            key=key,
+            levy_area=levy_area,
         )
 
 
@@ -66,7 +72,7 @@ def solve_batch(
     ts: Float[Array, "batch n"],
     mask: Bool[Array, "batch n"],
     keys: PRNGKeyArray,
-    grid: Float[Array, " m"] | None,
+    grid: Float[Array | np.ndarray, " m"] | None,
     args: PyTree,
     plan: Plan,
 ) -> SDESolution:

@@ -17,8 +17,11 @@ def num_uniform_steps(t0: float, t1: float, dt0: float) -> int:
 
 
 def step_grid(
-    t0: RealScalarLike, t1: RealScalarLike, num_steps: int, ts: Float[Array, " n"]
-) -> Float[Array, " m"]:
+    t0: RealScalarLike,
+    t1: RealScalarLike,
+    num_steps: int,
+    ts: Float[Array | np.ndarray, " n"],
+) -> Float[Array | np.ndarray, " m"]:
     r"""The strictly increasing step grid of one path: the uniform grid of
     `num_steps` steps on $[t_0, t_1]$ with the save times `ts` merged in, so that a
     fixed-step solver lands exactly on every observation.

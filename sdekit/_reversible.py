@@ -5,6 +5,7 @@ import equinox as eqx
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
 
@@ -127,7 +128,7 @@ def _reversible_heun_bwd(
 
 def reversible_heun_solve(
     terms: dfx.AbstractTerm,
-    grid: Float[Array, " m"],
+    grid: Float[Array | np.ndarray, " m"],
     y0: Float[Array, "*state"],
     args: PyTree,
     save_index: Int[Array, " n"],
