@@ -96,7 +96,9 @@ class FitConfig:
             )
         make_interpolant(self.interpolant, self.gamma, self.a)
         if self.loss not in LOSSES:
-            raise ValueError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}.")
+            raise ValueError(
+                f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}."
+            )
         if self.coupling not in ("independent", "ot"):
             raise ValueError(
                 f"Unknown coupling {self.coupling!r}; choose independent or ot."
@@ -107,7 +109,14 @@ class FitConfig:
                 f"Unknown activation {self.activation!r}; choose one of "
                 f"{', '.join(ACTIVATIONS)}."
             )
-        for name in ("num_train", "steps", "steps_per_call", "batch_size", "width", "depth"):
+        for name in (
+            "num_train",
+            "steps",
+            "steps_per_call",
+            "batch_size",
+            "width",
+            "depth",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
@@ -121,11 +130,6 @@ class FitConfig:
             raise ValueError("`label_dropout` must be in [0, 1).")
         if not 0 < self.valid_fraction < 0.5:
             raise ValueError("`valid_fraction` must be in (0, 0.5).")
-        if self.interpolant == "mirror":
-            raise ValueError(
-                "The mirror interpolant maps data to data (no base density to sample "
-                "or evaluate); use it from Python (sdekit.interpolants.MirrorInterpolant)."
-            )
         return self
 
     @property
@@ -154,7 +158,9 @@ def _split(arrays: dict[str, np.ndarray], fraction: float, seed: int):
     return pick(order[2 * k :]), pick(order[:k]), pick(order[k : 2 * k])
 
 
-def read_points(path: str | os.PathLike, *, labels: bool = True) -> dict[str, np.ndarray]:
+def read_points(
+    path: str | os.PathLike, *, labels: bool = True
+) -> dict[str, np.ndarray]:
     """A user's points: `.npy` (or CSV) of shape `(n, d)`, or `.npz` with `x` and
     optionally `label`; checked finite and of rank 2."""
     path = os.fspath(path)
@@ -275,7 +281,9 @@ def _mean_logprob(model, x, labels=None, *, hutchinson=False, key=None, chunk=20
             lab = labels[start : start + chunk]
             lab = np.concatenate([lab, np.repeat(lab[-1:], pad, 0)]) if pad else lab
         k = None if key is None else jr.fold_in(key, start)
-        values = jitted(model, jnp.asarray(part), labels=lab, hutchinson=hutchinson, key=k)
+        values = jitted(
+            model, jnp.asarray(part), labels=lab, hutchinson=hutchinson, key=k
+        )
         out.append(np.asarray(values)[:size])
     return np.concatenate(out)
 
@@ -285,8 +293,31 @@ def _evaluate(config: FitConfig, model, data: JobData) -> dict[str, Any]:
     x = test["x"][:5000]
     labels = test.get("label")
     labels = None if labels is None else labels[:5000]
+    if config.interpolant == "mirror":
+        # The mirror interpolant carries the data to themselves: there is no base
+        # density to change variables from, so no likelihood. The held-out loss (fixed
+        # keys) is what can be compared between runs.
+        batch = {"x": jnp.asarray(x)}
+        if labels is not None:
+            batch["label"] = jnp.asarray(labels)
+        keys = jr.split(jr.key(config.seed), 4)
+        loss = jnp.mean(
+            jax.vmap(
+                lambda k: interpolant_loss(
+                    model,
+                    batch,
+                    k,
+                    t_clip=config.t_clip,
+                    coupling=IndependentCoupling(),
+                )[0]
+            )(keys)
+        )
+        return {"test_mean_logprob": None, "test_loss": float(loss), "num_test": len(x)}
     logp = _mean_logprob(model, x, labels)
-    report: dict[str, Any] = {"test_mean_logprob": float(np.mean(logp)), "num_test": len(x)}
+    report: dict[str, Any] = {
+        "test_mean_logprob": float(np.mean(logp)),
+        "num_test": len(x),
+    }
     if data.density is not None:
         truth = float(np.mean(np.asarray(data.density.log_prob(jnp.asarray(x)))))
         report["true_mean_logprob"] = truth
@@ -484,17 +515,35 @@ def sample_job(
         raise ValueError(f"--label must be in 0..{model.num_classes - 1}, got {label}.")
     if guidance is not None and label is None:
         raise ValueError("--guidance needs --label (the class to guide to).")
+    start_points = None
+    if config.interpolant == "mirror":
+        # Its samplers start at data points: the training points the run saw.
+        train = load_job_data(config).train
+        candidates = np.arange(len(train["x"]))
+        if label is not None and "label" in train:
+            candidates = candidates[train["label"] == label]
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(candidates, num, replace=num > len(candidates))
+        start_points = train["x"][chosen]
     if sde and not model.has_score():
         raise ValueError(
             "--sde needs a score: this model was trained with an OT coupling or a "
             "non-Gaussian base and loss 'velocity'; retrain with --loss denoiser."
         )
     draw = eqx.filter_jit(
-        lambda m, k: sample(
-            m, k, num, sde=sde, eps=eps, steps=steps, labels=label, guidance=guidance
+        lambda m, k, x0: sample(
+            m,
+            k,
+            num,
+            sde=sde,
+            eps=eps,
+            steps=steps,
+            labels=label,
+            guidance=guidance,
+            start=x0,
         )
     )
-    x = np.asarray(draw(model, jr.key(seed)))
+    x = np.asarray(draw(model, jr.key(seed), start_points))
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     np.save(out, x)
@@ -525,6 +574,12 @@ def logprob_job(
     """
     start = time.perf_counter()
     config, model, _ = load_run(checkpoint)
+    if config.interpolant == "mirror":
+        raise ValueError(
+            f"{checkpoint} is a mirror interpolant, which carries the data to "
+            "themselves: it has no base density, so no log-density. Fit a generative "
+            "interpolant (--interpolant linear, trig, encdec or vp) for sdekit logprob."
+        )
     arrays = read_points(data)
     x = arrays["x"]
     if x.shape[1] != model.dim:
@@ -533,7 +588,11 @@ def logprob_job(
         )
     labels = arrays.get("label") if model.num_classes else None
     logp = _mean_logprob(
-        model, x, labels, hutchinson=hutchinson, key=jr.key(seed) if hutchinson else None
+        model,
+        x,
+        labels,
+        hutchinson=hutchinson,
+        key=jr.key(seed) if hutchinson else None,
     )
     report = {
         "mean_logprob": float(np.mean(logp)),

@@ -13,8 +13,17 @@ from .._families import Job
 
 # Options with a value; defaults live in `FitConfig` (argparse keeps None for "unset").
 _VALUE_OPTIONS = (
-    ("interpolant", str, "linear, trig, encdec or vp"),
-    ("gamma", str, "latent noise gamma(t): sqrt, sin2 or zero (default: the interpolant's)"),
+    (
+        "interpolant",
+        str,
+        "linear, trig, encdec, vp or mirror (data to data: its samples start at "
+        "training points; no likelihood)",
+    ),
+    (
+        "gamma",
+        str,
+        "latent noise gamma(t): sqrt, sin2 or zero (default: the interpolant's)",
+    ),
     ("a", float, "noise level a of gamma"),
     ("loss", str, "velocity, denoiser or score"),
     ("coupling", str, "independent or ot (minibatch optimal transport)"),
@@ -58,7 +67,8 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
             f"--{name}",
             type=kind,
             default=None,
-            help=f"{text} (default {default})",
+            # A default of None is described by the text itself ("the interpolant's").
+            help=text if default is None else f"{text} (default {default})",
         )
 
 
@@ -84,11 +94,17 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _held_out(report: dict[str, Any]) -> str:
+    if report["test_mean_logprob"] is None:  # the mirror interpolant: no likelihood
+        return f"held-out loss {report['test_loss']:.4f} (no likelihood: mirror)"
+    return f"held-out mean log-likelihood {report['test_mean_logprob']:.4f} nats"
+
+
 def _describe_fit(report: dict[str, Any]) -> str:
     lines = [
         f"interpolant ({report['interpolant']}, {report['loss']} loss, "
         f"{report['coupling']} coupling) on {report['dataset']}, seed {report['seed']}: "
-        f"held-out mean log-likelihood {report['test_mean_logprob']:.4f} nats"
+        f"{_held_out(report)}"
     ]
     if "logprob_gap" in report:
         lines.append(
@@ -109,10 +125,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _describe_evaluate(report: dict[str, Any]) -> str:
-    line = (
-        f"interpolant on {report['dataset']}: held-out mean log-likelihood "
-        f"{report['test_mean_logprob']:.4f} nats"
-    )
+    line = f"interpolant on {report['dataset']}: {_held_out(report)}"
     if "logprob_gap" in report:
         line += f" (truth {report['true_mean_logprob']:.4f})"
     return line
@@ -188,7 +201,11 @@ def _logprob(args: argparse.Namespace) -> dict[str, Any]:
     from ._job import logprob_job
 
     return logprob_job(
-        args.checkpoint, args.data, hutchinson=args.hutchinson, seed=args.seed, out=args.out
+        args.checkpoint,
+        args.data,
+        hutchinson=args.hutchinson,
+        seed=args.seed,
+        out=args.out,
     )
 
 
@@ -200,7 +217,9 @@ def _describe_logprob(report: dict[str, Any]) -> str:
 
 
 JOBS = {
-    "fit": Job(_add_fit_arguments, _fit, _describe_fit, "train a stochastic interpolant"),
+    "fit": Job(
+        _add_fit_arguments, _fit, _describe_fit, "train a stochastic interpolant"
+    ),
     "evaluate": Job(lambda parser: None, _evaluate, _describe_evaluate),
     "sample": Job(_add_sample_arguments, _sample, _describe_sample),
     "logprob": Job(_add_logprob_arguments, _logprob, _describe_logprob),

@@ -159,7 +159,14 @@ class InterpolantModel(eqx.Module):
         self.shift = jnp.zeros(dim) if shift is None else jnp.asarray(shift, float)
         self.scale = jnp.asarray(scale, float)
         self.loss = loss
-        self.gaussian_latent = isinstance(self.base, StandardGaussian) and independent
+        # The base is part of the Gaussian latent only where it enters x_t: not for the
+        # mirror interpolant (alpha = 0), whose noise scale is gamma alone and vanishes
+        # at t = 0, where its samplers must not start the SDE.
+        self.gaussian_latent = (
+            isinstance(self.base, StandardGaussian)
+            and independent
+            and float(interpolant.alpha(0.0)) != 0.0
+        )
 
     @property
     def dim(self) -> int:

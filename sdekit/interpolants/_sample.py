@@ -199,6 +199,7 @@ def sample(
     guidance: float | None = None,
     rtol: float = 1e-4,
     atol: float = 1e-4,
+    start: ArrayLike | None = None,
 ) -> Float[Array, "n d"]:
     """`n` samples of the model's data distribution, in data coordinates: base samples
     carried to $t = 1$ by the probability-flow ODE (default; `steps=None` adaptive,
@@ -206,12 +207,28 @@ def sample(
     See [`sdekit.interpolants.probability_flow`][] and
     [`sdekit.interpolants.solve_sde`][].
 
+    `start`, shape `(n, d)` in data coordinates, replaces the base samples: the points
+    the samplers start from. The [mirror interpolant][sdekit.interpolants.MirrorInterpolant]
+    needs it (its $x_0$ is a data point; give data points, and `sde=True` for new
+    samples: its probability flow maps the data distribution to itself).
+
     **Returns:** the samples, shape `(n, d)`.
     """
     if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"The number of samples must be a positive integer, got {n!r}.")
+        raise ValueError(
+            f"The number of samples must be a positive integer, got {n!r}."
+        )
     k_base, k_sde = jr.split(key)
-    u0 = model.sample_base(k_base, n)
+    if start is None:
+        u0 = model.sample_base(k_base, n)
+    else:
+        start = jnp.asarray(start)
+        if start.shape != (n, model.dim):
+            raise ValueError(
+                f"`start` must have shape ({n}, {model.dim}) (n points of the model's "
+                f"dimension), got {start.shape}."
+            )
+        u0 = model.normalise(start)
     if sde:
         u1 = solve_sde(
             model,
@@ -233,4 +250,3 @@ def sample(
             atol=atol,
         )
     return model.denormalise(u1)
-
