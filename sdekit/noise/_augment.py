@@ -3,11 +3,13 @@ state and the noise's Ornstein-Uhlenbeck components."""
 
 import math
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import diffrax as dfx
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._driving_noise import AbstractDrivingNoise
@@ -15,6 +17,30 @@ from .._sde import SDE
 from .._solution import SDESolution
 from .._solve import solve
 from .._tensor_operator import TensorOperator
+
+
+class _FractionalLike(Protocol):
+    """What the functions below read of their `noise`, an
+    `sdekit.noise.FractionalNoise`, named by its members for the type checker (see
+    `_check_fractional` for why not by its class)."""
+
+    @property
+    def num_components(self) -> int: ...
+
+    # Any, not float: pyright matches an equinox field with a converter (as
+    # FractionalNoise's) against a protocol by its descriptor, not by the float it
+    # reads as.
+    @property
+    def gamma_max(self) -> Any: ...
+
+    @property
+    def speeds(self) -> np.ndarray: ...
+
+    def omega(self) -> Float[Array, " K"]: ...
+
+    def initial_components(
+        self, key: PRNGKeyArray, shape: tuple[int, ...] = (), dtype=None
+    ) -> Float[Array, "*shape K"]: ...
 
 
 def _check_fractional(noise) -> None:
@@ -82,7 +108,7 @@ class _AugmentedDiffusion(eqx.Module):
         return TensorOperator(columns, 1)
 
 
-def augment(sde: SDE, noise: AbstractDrivingNoise, state_size: int | None = None) -> SDE:
+def augment(sde: SDE, noise: _FractionalLike, state_size: int | None = None) -> SDE:
     r"""The Markov SDE of `sde` driven by the fractional noise `noise` instead of
     Brownian motion (Daems et al. 2024, equation 11).
 
@@ -148,7 +174,7 @@ def augment(sde: SDE, noise: AbstractDrivingNoise, state_size: int | None = None
 
 def augmented_initial_state(
     sde: SDE,
-    noise: AbstractDrivingNoise,
+    noise: _FractionalLike,
     y0: Float[ArrayLike, "batch d"],
     key: PRNGKeyArray,
 ) -> Float[Array, "batch d+m*K"]:
@@ -180,7 +206,7 @@ def split_components(
 
 
 def check_step_size(
-    noise: AbstractDrivingNoise, dt0: float, solver: dfx.AbstractSolver | None = None
+    noise: _FractionalLike, dt0: float, solver: dfx.AbstractSolver | None = None
 ) -> None:
     r"""Raise a `ValueError` when an explicit solver's step is too large for the
     fastest component: $\gamma_{\max}\,\Delta t$ must stay below 1/2 (Daems et al.
@@ -236,6 +262,6 @@ def solve_fractional(
     _check_fractional(noise)
     if return_components:
         init_key, path_key = jr.split(key)
-        lifted, z0 = noise.lift(sde, y0, init_key, dt0=dt0, solver=solver)
+        lifted, z0 = noise.lift(sde, jnp.asarray(y0), init_key, dt0=dt0, solver=solver)
         return solve(lifted, z0, ts, key=path_key, dt0=dt0, solver=solver, **kwargs)
     return solve(sde, y0, ts, noise=noise, key=key, dt0=dt0, solver=solver, **kwargs)

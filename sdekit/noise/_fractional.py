@@ -10,6 +10,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._custom_types import MAfBMKind, MAfBMWeights
 from .._driving_noise import AbstractDrivingNoise
 from .._sde import SDE
 from ._augment import augment, augmented_initial_state, check_step_size
@@ -18,12 +19,10 @@ from ._mafbm import (
     check_kind,
     check_weights,
     exact_covariance,
-    Kind,
     mafbm_covariance,
     mafbm_omega,
     mafbm_speeds,
     tail_variance,
-    Weights,
 )
 
 
@@ -89,8 +88,8 @@ class FractionalNoise(AbstractDrivingNoise):
     num_components: int = eqx.field(static=True, default=5)
     gamma_max: float = eqx.field(static=True, default=20.0, converter=float)
     horizon: float = eqx.field(static=True, default=1.0, converter=float)
-    kind: Kind = eqx.field(static=True, default="I")
-    weights: Weights = eqx.field(static=True, default="optimal")
+    kind: MAfBMKind = eqx.field(static=True, default="I")
+    weights: MAfBMWeights = eqx.field(static=True, default="optimal")
 
     def __check_init__(self):
         check_hurst(self.hurst)

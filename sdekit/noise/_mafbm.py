@@ -17,16 +17,17 @@ with the weights $\omega(H)$ that minimise $\int_0^T \mathbb{E}[(B - \hat B)^2]\
 import functools as ft
 import math
 import warnings
-from typing import Literal
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 from jaxtyping import Array, ArrayLike, Float
 
+from .._custom_types import MAfBMKind, MAfBMWeights
 
-Kind = Literal["I", "II"]
+
 _KINDS = ("I", "II")
 # The incomplete gamma functions are evaluated here rather than by jax.scipy: its
 # e^z Q(a, z) overflows for large z, its derivative in `a` has no derivative of its
@@ -210,7 +211,7 @@ def _type_one_b_scaled(alpha, u):
 
 
 def omega_system(
-    hurst: ArrayLike, gammas: ArrayLike, horizon: float, kind: Kind = "I"
+    hurst: ArrayLike, gammas: ArrayLike, horizon: float, kind: MAfBMKind = "I"
 ) -> tuple[Array, Array, Array]:
     r"""The linear system of the optimal MA-fBM weights: $\int_0^T \mathbb{E}[(B(t) -
     \hat B(t))^2]\,\mathrm{d}t = \omega^\top A \omega - 2 b^\top \omega + c$
@@ -254,7 +255,6 @@ def omega_system(
     return A, b, c
 
 
-Weights = Literal["optimal", "spectral"]
 _WEIGHTS = ("optimal", "spectral")
 # Relative ridge on the unit-diagonal (Jacobi-scaled) systems. Where A is well
 # conditioned (type I; type II up to K = 5) it changes omega by about cond(A) * 1e-13;
@@ -372,8 +372,8 @@ def mafbm_omega(
     hurst: Float[ArrayLike, ""],
     gammas: Float[ArrayLike, " K"],
     horizon: float,
-    kind: Kind = "I",
-    weights: Weights = "optimal",
+    kind: MAfBMKind = "I",
+    weights: MAfBMWeights = "optimal",
 ) -> Float[Array, " K"]:
     r"""The MA-fBM weights $\omega(H)$, computed in float64 and differentiable in
     $H$: by default the optimal weights of Daems et al., $\omega = A^{-1} b$ (see
@@ -417,7 +417,9 @@ def mafbm_omega(
     if not jnp.issubdtype(hurst.dtype, jnp.floating):
         hurst = hurst.astype(jnp.result_type(float))
     gammas_np = np.asarray(gammas, np.float64)
-    if jax.config.jax_enable_x64:
+    # Read as an attribute, which follows `jax.enable_x64(...)` contexts (jax's Config
+    # declares its options at run time, unknown to a type checker).
+    if jax.config.jax_enable_x64:  # pyright: ignore[reportAttributeAccessIssue]
         return _omega_direct(
             hurst.astype(jnp.float64), gammas_np, horizon, kind, weights
         ).astype(hurst.dtype)
@@ -461,7 +463,7 @@ def exact_covariance(
     hurst: Float[ArrayLike, ""],
     ts: Float[ArrayLike, " n"],
     ss: Float[ArrayLike, " m"] | None = None,
-    kind: Kind = "I",
+    kind: MAfBMKind = "I",
 ) -> Float[Array, "n m"]:
     r"""The covariance $\mathbb{E}[B(t) B(s)]$ of the fBM that MA-fBM approximates, in
     Daems et al.'s normalisation.
@@ -549,7 +551,7 @@ def mafbm_covariance(
     gammas: Float[ArrayLike, " K"],
     ts: Float[ArrayLike, " n"],
     ss: Float[ArrayLike, " m"] | None = None,
-    kind: Kind = "I",
+    kind: MAfBMKind = "I",
 ) -> Float[Array, "n m"]:
     r"""The covariance $\mathbb{E}[\hat B(t) \hat B(s)]$ of MA-fBM with weights
     `omega`, in closed form. Type II, $t \ge s$:
