@@ -15,7 +15,7 @@ class _FOUDrift(eqx.Module):
     mu: Float[ArrayLike, ""]
 
     def __call__(self, t, y, args):
-        return -self.theta * (y - self.mu)
+        return self.theta * (self.mu - y)
 
 
 class _ConstantDiffusion(eqx.Module):

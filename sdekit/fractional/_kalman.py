@@ -3,6 +3,7 @@ noise at arbitrary times: a Kalman filter on the augmented linear-Gaussian syste
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
@@ -180,8 +181,8 @@ def fbm_transition(
 
 
 def _is_static_zero(x) -> bool:
-    return isinstance(x, (int, float, np.ndarray, np.generic)) and np.all(
-        np.asarray(x) == 0
+    return isinstance(x, (int, float, np.ndarray, np.generic)) and bool(
+        np.all(np.asarray(x) == 0)
     )
 
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._custom_types import MAfBMKind, MAfBMWeights
 from .._kl import split_kl, with_pathwise_kl
 from .._sde import SDE
 from .._solve import solve
@@ -100,8 +101,8 @@ class LatentFractionalSDE(eqx.Module):
     num_components: int = eqx.field(static=True)
     gamma_max: float = eqx.field(static=True)
     horizon: float = eqx.field(static=True)
-    kind: str = eqx.field(static=True)
-    weights: str = eqx.field(static=True)
+    kind: MAfBMKind = eqx.field(static=True)
+    weights: MAfBMWeights = eqx.field(static=True)
 
     def __init__(
         self,
@@ -114,8 +115,8 @@ class LatentFractionalSDE(eqx.Module):
         num_components: int = 5,
         gamma_max: float = 20.0,
         horizon: float = 1.0,
-        kind: str = "I",
-        weights: str = "optimal",
+        kind: MAfBMKind = "I",
+        weights: MAfBMWeights = "optimal",
         hurst: float = 0.5,
     ):
         # Validates the noise configuration up front.
@@ -137,13 +138,12 @@ class LatentFractionalSDE(eqx.Module):
             key=keys[4],
         )
         # Start from the prior: a zero control, zero KL.
+        last = control.layers[-1]
+        assert last.bias is not None  # eqx.nn.MLP's last layer has a bias by default
         self.control = eqx.tree_at(
             lambda m: (m.layers[-1].weight, m.layers[-1].bias),
             control,
-            (
-                jnp.zeros_like(control.layers[-1].weight),
-                jnp.zeros_like(control.layers[-1].bias),
-            ),
+            (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)),
         )
         self.decoder = eqx.nn.Linear(latent_dim, obs_dim, key=keys[5])
         self.log_diffusion = jnp.zeros((latent_dim,))

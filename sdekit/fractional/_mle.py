@@ -111,10 +111,11 @@ def fit_fou_mle(
             f"Unknown parameters {sorted(unknown)} in `fit`; choose among {_PARAMETERS}."
         )
     for name, value in (("theta", init.theta), ("obs_std", obs_std)):
-        if name in fit and not float(value) > 0:
+        # Through NumPy: float() of an ArrayLike does not type-check (it may be complex).
+        if name in fit and not float(np.asarray(value)) > 0:
             raise ValueError(
                 f"`{name}` is fitted on the log scale, so its starting value must be "
-                f"positive, got {float(value)!r}."
+                f"positive, got {float(np.asarray(value))!r}."
             )
     times, ys = _check_series(times, ys)
     count = max(int(np.sum(~np.isnan(ys))) - 1, 1)

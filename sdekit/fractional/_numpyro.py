@@ -155,6 +155,7 @@ def hurst_posterior(
         if with_noise:
             init["noise_ratio"] = max(mle.obs_std / max(step_std, 1e-300), 1e-3)
         if model == "fou":
+            assert mle.theta is not None and mle.mu is not None  # set for fou
             init["theta_span"] = max(mle.theta / setup.scale * setup.span, 1e-3)
             init["mu"] = mle.mu
         kernel = NUTS(
