@@ -87,7 +87,11 @@ def test_integrator_samples_the_boltzmann_distribution(solver, getkey):
     assert np.all(np.linalg.eigvalsh(hessian) > 0.5)
     temperature = 0.7
     dynamics = LangevinDynamics(
-        potential, bin_time=0.25, steps_per_bin=2, solver=solver, temperature=temperature
+        potential,
+        bin_time=0.25,
+        steps_per_bin=2,
+        solver=solver,
+        temperature=temperature,
     )
     d, num_paths = potential.size, 3000
     # From far out, 40 time units with friction 1: e^{-20} of the start remains.
@@ -100,12 +104,14 @@ def test_integrator_samples_the_boltzmann_distribution(solver, getkey):
         assert abs(z[:, i].mean()) < mean_tolerance(sd, num_paths)
         assert abs(v[:, i].mean()) < mean_tolerance(np.sqrt(temperature), num_paths)
         # Step-size bias of these order-2+ schemes at h = 0.125 is well below 1%.
-        assert abs(z[:, i].var() - cov_z[i, i]) < variance_tolerance(
-            cov_z[i, i], num_paths
-        ) + 0.01 * cov_z[i, i]
-        assert abs(v[:, i].var() - temperature) < variance_tolerance(
-            temperature, num_paths
-        ) + 0.01 * temperature
+        assert (
+            abs(z[:, i].var() - cov_z[i, i])
+            < variance_tolerance(cov_z[i, i], num_paths) + 0.01 * cov_z[i, i]
+        )
+        assert (
+            abs(v[:, i].var() - temperature)
+            < variance_tolerance(temperature, num_paths) + 0.01 * temperature
+        )
     # The coupling shows in the covariance across sites.
     i, j = np.unravel_index(np.argmax(np.abs(cov_z - np.diag(np.diag(cov_z)))), (d, d))
     sample = np.cov(z[:, i], z[:, j])[0, 1]
@@ -297,7 +303,9 @@ def test_optimizer_advances_the_clock_and_ramps_the_kl_weight(getkey):
         (_, metrics), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(
             model, {"spikes": spikes}, key
         )
-        updates, state = opt.update(grads, state, eqx.filter(model, eqx.is_inexact_array))
+        updates, state = opt.update(
+            grads, state, eqx.filter(model, eqx.is_inexact_array)
+        )
         return eqx.apply_updates(model, updates), state, metrics["beta"]
 
     betas = []

@@ -50,7 +50,15 @@ def fitted(tmp_path_factory):
 def test_fit_reports_every_metric_and_evaluate_reproduces(fitted, capsys):
     lines, data, _, out = fitted
     report = json.loads(lines[-1])
-    for key in ("co_bps", "fp_bps", "rate_r2", "vel_r2", "psth_r2", "epochs", "seconds"):
+    for key in (
+        "co_bps",
+        "fp_bps",
+        "rate_r2",
+        "vel_r2",
+        "psth_r2",
+        "epochs",
+        "seconds",
+    ):
         assert np.isfinite(report[key]), key
     for name in ("smoothing", "deterministic"):
         assert np.isfinite(report["baselines"][name]["co_bps"])
@@ -106,7 +114,9 @@ def test_bad_input_is_refused_before_training(tmp_path, capsys):
     base = ["fit", "--model", "langevin-flow", "--out", str(tmp_path / "run")]
     _fails([*base, "--data", str(path), "--heldout-neurons", "8"], capsys,
            "--heldout-neurons must be an integer in [0, 7]")  # fmt: skip
-    _fails([*base, "--data", str(path), "--forward-bins", "12"], capsys, "--forward-bins")
+    _fails(
+        [*base, "--data", str(path), "--forward-bins", "12"], capsys, "--forward-bins"
+    )
     bad = tmp_path / "negative.npz"
     np.savez(bad, train_spikes=-np.ones((4, 5, 3)), test_spikes=np.ones((2, 5, 3)))
     _fails([*base, "--data", str(bad)], capsys, "negative")

@@ -101,7 +101,9 @@ def test_velocity_r2_matches_scikit_learn():
     test_behavior = test_rates @ readout + rng.normal(0, 0.5, (10, 10, 2))
     got = velocity_r2(train_rates, train_behavior, test_rates, test_behavior)
     # With this much data every alpha of the grid gives nearly the same fit.
-    ridge = Ridge(alpha=1e-2).fit(train_rates.reshape(-1, 6), train_behavior.reshape(-1, 2))
+    ridge = Ridge(alpha=1e-2).fit(
+        train_rates.reshape(-1, 6), train_behavior.reshape(-1, 2)
+    )
     reference = ridge.score(test_rates.reshape(-1, 6), test_behavior.reshape(-1, 2))
     assert got == pytest.approx(reference, abs=1e-3)
     assert got > 0.8

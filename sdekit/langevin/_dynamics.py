@@ -154,8 +154,9 @@ class LangevinDynamics(AbstractLatentDynamics):
         else:
             solver, levy_area = dfx.ShOULD(), dfx.SpaceTimeTimeLevyArea
         path = GridBrownianPath(
-            grid, (d,), jr.split(key, batch), dtype=z0.dtype, levy_area=levy_area
-        )
+            jnp.asarray(grid), (d,), jr.split(key, batch), dtype=z0.dtype,
+            levy_area=levy_area,
+        )  # fmt: skip
         gamma = jnp.broadcast_to(self.friction, (batch, d))
         temperature = jnp.broadcast_to(self.temperature, (batch, d))
         terms = dfx.MultiTerm(
@@ -179,6 +180,7 @@ class LangevinDynamics(AbstractLatentDynamics):
             adjoint=dfx.RecursiveCheckpointAdjoint(checkpoints=steps),
             max_steps=steps,
         )
+        assert sol.ys is not None  # saved at `save`
         zs, vs = sol.ys  # (bins, batch, d) each
         features = jnp.moveaxis(jnp.concatenate([zs, vs], axis=-1), 0, 1)
         return features, jnp.zeros((batch,), features.dtype)
@@ -302,9 +304,10 @@ class _LangevinDrift(eqx.Module):
         del args
         d = self.dynamics.potential.size
         z, v = y[:d], y[d:]
-        dv = -self.dynamics.potential.gradient(z) - jnp.exp(
-            self.dynamics.log_friction
-        ) * v
+        dv = (
+            -self.dynamics.potential.gradient(z)
+            - jnp.exp(self.dynamics.log_friction) * v
+        )
         if self.force is not None:
             # Bin k covers [k, k + 1) bin times; the force is constant over it.
             k = jnp.floor(t / self.dynamics.bin_time + 1e-4).astype(jnp.int32)

@@ -7,7 +7,7 @@ import math
 import os
 import pathlib
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import equinox as eqx
 import jax
@@ -191,7 +191,9 @@ class FitConfig:
                 )
         for name in ("bin_ms", "bin_time", "friction", "temperature", "lr"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (
+                isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+            ):
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} must be a positive number, got {value!r}.")
         if not 0 < self.keep < 1:
@@ -199,7 +201,9 @@ class FitConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout!r}.")
         if not (self.beta >= 0 and 0 <= self.ramp <= 1 and self.weight_decay >= 0):
-            raise ValueError("--beta and --weight-decay must be >= 0, --ramp in [0, 1].")
+            raise ValueError(
+                "--beta and --weight-decay must be >= 0, --ramp in [0, 1]."
+            )
         if not 0 < self.valid_fraction < 0.5:
             raise ValueError(
                 f"--valid-fraction must be in (0, 0.5), got {self.valid_fraction!r}."
@@ -267,8 +271,18 @@ class ModelPair(eqx.Module):
     baseline: SequentialVAE | None
 
 
-def build_models(config: FitConfig, data: SpikingDataset) -> ModelPair:
-    """Freshly initialised models for `data` (seeded by `config.seed`)."""
+class _NeuronCounts(Protocol):
+    # What build_models reads of a data set (a SpikingDataset, or _PredictShapes).
+    @property
+    def num_heldin(self) -> int: ...
+
+    @property
+    def num_neurons(self) -> int: ...
+
+
+def build_models(config: FitConfig, data: _NeuronCounts) -> ModelPair:
+    """Freshly initialised models for `data` (a [`sdekit.data.SpikingDataset`][], or
+    anything with its `num_heldin` and `num_neurons`), seeded by `config.seed`."""
     sizes = config.sizes
     key = jr.fold_in(jr.key(config.seed), 2)
     k_flow, k_baseline, k_gru = jr.split(key, 3)
@@ -292,7 +306,7 @@ def build_models(config: FitConfig, data: SpikingDataset) -> ModelPair:
             friction=config.friction,
             temperature=config.temperature,
         )
-    shared = dict(
+    shared: dict[str, Any] = dict(
         num_heldin=data.num_heldin,
         num_neurons=data.num_neurons,
         hidden=sizes["hidden"],
@@ -346,6 +360,12 @@ def infer_rates(
     if not (isinstance(passes, int) and passes >= 1):
         raise ValueError(f"`passes` must be a positive integer, got {passes!r}.")
     model = eqx.nn.inference_mode(model)
+    # On one device, unsharded: a model straight from the trainer carries its mesh's
+    # sharding and one loaded from a checkpoint none, and the compiled program is
+    # keyed on it; placed alike, both share one program (`sdekit evaluate` and
+    # `predict` after a fit in the same process compile nothing).
+    params, static = eqx.partition(model, eqx.is_array)
+    model = eqx.combine(jax.device_put(params, jax.devices()[0]), static)
     heldin = np.asarray(heldin, np.float32)
     out = []
     for index, start in enumerate(range(0, heldin.shape[0], chunk)):
@@ -374,13 +394,17 @@ def _mean_rates(model, heldin, num_bins, key, passes):
     return total / passes.astype(total.dtype)
 
 
-def _validation_score(data: SpikingDataset, rates: np.ndarray, spikes: np.ndarray) -> dict:
+def _validation_score(
+    data: SpikingDataset, rates: np.ndarray, spikes: np.ndarray
+) -> dict:
     """Validation metrics of one model: co-bps (held-out neurons), fp-bps (forward
     bins), and the bits per spike of all held-in counts."""
     observed, heldin = data.observed_bins, data.num_heldin
     out = {}
     if data.heldout_neurons:
-        out["co_bps"] = co_bps(rates[:, :observed, heldin:], spikes[:, :observed, heldin:])
+        out["co_bps"] = co_bps(
+            rates[:, :observed, heldin:], spikes[:, :observed, heldin:]
+        )
     if data.forward_bins:
         out["fp_bps"] = fp_bps(rates[:, observed:], spikes[:, observed:])
     out["heldin_bps"] = bits_per_spike(
@@ -410,16 +434,20 @@ def _test_rates_key(config: FitConfig):
 def _true_psth(data: SpikingDataset) -> tuple[np.ndarray, np.ndarray]:
     """The conditions' true PSTHs over the observed bins: the mean true rates of all
     the condition's trials when the rates are known, else the mean of their spikes
-    smoothed with a Gaussian of 1.5 bins (30 ms at 20 ms bins, the benchmark's)."""
+    smoothed with a Gaussian of 1.5 bins (30 ms at 20 ms bins, the benchmark's).
+    Trials of a split without condition labels (an NPZ file may label only its test
+    trials) do not count."""
     observed = data.observed_bins
-    values = []
+    values, conditions = [], []
     for trials in (data.train, data.test):
+        if trials.conditions is None:
+            continue
         if trials.rates is not None:
             values.append(trials.rates[:, :observed])
         else:
             values.append(smooth_spikes(trials.spikes[:, :observed], 1.5))
-    conditions = np.concatenate([data.train.conditions, data.test.conditions])
-    return condition_psth(np.concatenate(values), conditions)
+        conditions.append(trials.conditions)
+    return condition_psth(np.concatenate(values), np.concatenate(conditions))
 
 
 def _model_metrics(
@@ -438,7 +466,11 @@ def _model_metrics(
         out["fp_bps"] = fp_bps(test_rates[:, observed:], test.spikes[:, observed:])
     if test.rates is not None:
         out["rate_r2"] = rate_r2(test_rates[:, :observed], test.rates[:, :observed])
-    if test.behavior is not None and train_rates is not None:
+    if (
+        test.behavior is not None
+        and data.train.behavior is not None
+        and train_rates is not None
+    ):
         out["vel_r2"] = velocity_r2(
             train_rates[:, :observed],
             data.train.behavior[:, :observed],
@@ -447,7 +479,9 @@ def _model_metrics(
         )
     if test.conditions is not None:
         psth, labels = _true_psth(data)
-        out["psth_r2"] = psth_r2(test_rates[:, :observed], test.conditions, psth, labels)
+        out["psth_r2"] = psth_r2(
+            test_rates[:, :observed], test.conditions, psth, labels
+        )
     return out
 
 
@@ -492,10 +526,12 @@ def _stored_config(config: FitConfig) -> dict[str, Any]:
 def _dynamics_summary(model: SequentialVAE) -> dict[str, Any]:
     dynamics = model.dynamics
     out: dict[str, Any] = {"dynamics": type(dynamics).__name__}
-    if hasattr(dynamics, "log_friction"):
+    if isinstance(dynamics, (LangevinDynamics, ForcedLangevinDynamics)):
         out["friction"] = float(jnp.mean(jnp.exp(dynamics.log_friction)))
         out["temperature"] = float(jnp.mean(jnp.exp(dynamics.log_temperature)))
-    if hasattr(dynamics, "potential"):
+    if isinstance(
+        dynamics, (LangevinDynamics, ForcedLangevinDynamics, DiscreteLangevinMap)
+    ):
         out["stiffness"] = float(dynamics.potential.stiffness)
     return out
 
@@ -585,7 +621,9 @@ def fit_job(
         k_flow, k_baseline = jr.split(key)
         loss, metrics = flow_loss(pair.flow, batch, k_flow)
         if pair.baseline is not None:
-            baseline_loss, baseline_metrics = flow_loss(pair.baseline, batch, k_baseline)
+            baseline_loss, baseline_metrics = flow_loss(
+                pair.baseline, batch, k_baseline
+            )
             loss = loss + baseline_loss
             metrics = {**metrics, "baseline_nll": baseline_metrics["nll"]}
         return loss, metrics
@@ -694,7 +732,9 @@ def evaluate_job(checkpoint: str | os.PathLike) -> dict[str, Any]:
     models, config, data = load_job_models(checkpoint)
     evaluation = _evaluate(config, models, data)
     report = _report(config, data, evaluation, models)
-    report.update(seconds=round(time.perf_counter() - start, 2), checkpoint=str(checkpoint))
+    report.update(
+        seconds=round(time.perf_counter() - start, 2), checkpoint=str(checkpoint)
+    )
     return report
 
 
@@ -761,7 +801,12 @@ def predict_job(
     if os.path.dirname(out):
         os.makedirs(os.path.dirname(out), exist_ok=True)
     np.save(out, rates)
-    return {"trials": int(rates.shape[0]), "bins": num_bins, "neurons": num_neurons, "out": out}
+    return {
+        "trials": int(rates.shape[0]),
+        "bins": num_bins,
+        "neurons": num_neurons,
+        "out": out,
+    }
 
 
 @dataclasses.dataclass(frozen=True)

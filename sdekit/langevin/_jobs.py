@@ -14,8 +14,11 @@ from .._families import Job
 
 # Options with a value: (flag, type, help). Their defaults live in `FitConfig`.
 _VALUE_OPTIONS = (
-    ("heldout-neurons", int, "hold out the last K neurons (auto: the NWB file's flags, "
-     "else a quarter)"),
+    (
+        "heldout-neurons",
+        int,
+        "hold out the last K neurons (auto: the NWB file's flags, else a quarter)",
+    ),
     ("forward-bins", int, "predict F bins past each trial's window"),
     ("bin-ms", float, "bin width in ms for NWB files"),
     ("dynamics", str, "langevin (the SDE) or discrete (the official code's map)"),
@@ -38,8 +41,12 @@ _VALUE_OPTIONS = (
     ("batch-size", int, "trials per step"),
     ("steps", int, "optimiser steps of training (sets the epochs)"),
     ("epochs", int, "passes over the training trials (instead of --steps)"),
-    ("patience", int, "stop after this many epochs without a better validation score "
-     "(auto: never; the best epoch is kept anyway)"),
+    (
+        "patience",
+        int,
+        "stop after this many epochs without a better validation score "
+        "(auto: never; the best epoch is kept anyway)",
+    ),
     ("eval-passes", int, "stochastic passes averaged for the rates"),
 )
 

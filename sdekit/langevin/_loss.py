@@ -63,7 +63,9 @@ def make_loss(
     reports its own value to the optimiser (see [`sdekit.langevin.optimizer`][]).
     """
     if not 0 < keep < 1:
-        raise ValueError(f"The coordinated-dropout `keep` must be in (0, 1), got {keep}.")
+        raise ValueError(
+            f"The coordinated-dropout `keep` must be in (0, 1), got {keep}."
+        )
 
     def loss_fn(model: SequentialVAE, batch: dict[str, Array], key: PRNGKeyArray):
         spikes = batch["spikes"]
@@ -82,8 +84,10 @@ def make_loss(
         # Zero in value; its gradient with respect to the clock is the loss itself,
         # which is how the optimiser's reduce-on-plateau sees the loss (the trainer
         # hands the optimiser gradients, not values).
-        loss = loss + model.clock * jax.lax.stop_gradient(loss) - jax.lax.stop_gradient(
-            model.clock * loss
+        loss = (
+            loss
+            + model.clock * jax.lax.stop_gradient(loss)
+            - jax.lax.stop_gradient(model.clock * loss)
         )
         metrics = {
             "nll": jnp.mean(nll) / entries,
@@ -143,7 +147,8 @@ def optimizer(
     def init(params):
         return inner.init(params)
 
-    def update(grads, state, params=None):
+    def update(updates, state, params=None):
+        grads = updates  # the gradients, which become the updates below
         clocks = _clocks(grads)
         if not clocks:
             raise ValueError(

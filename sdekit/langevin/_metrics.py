@@ -7,6 +7,7 @@ benchmark's own code does.
 """
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -137,9 +138,7 @@ def psth_r2(rates, conditions, true_psth, psth_conditions) -> float:
     return _r2_uniform(np.concatenate(true), np.concatenate(pred))
 
 
-def condition_psth(
-    values, conditions
-) -> tuple[np.ndarray, np.ndarray]:
+def condition_psth(values, conditions) -> tuple[np.ndarray, np.ndarray]:
     """Mean of `values` `(trials, bins, neurons)` over the trials of each condition.
 
     **Returns:** `(psth, labels)`: `(conditions, bins, neurons)` and the sorted labels.
@@ -172,4 +171,5 @@ def velocity_r2(train_rates, train_behavior, test_rates, test_behavior) -> float
 
     decoder = GridSearchCV(Ridge(), {"alpha": np.logspace(-4, 0, 9)}, cv=5)
     decoder.fit(flat(train_rates), flat(train_behavior))
-    return float(decoder.score(flat(test_rates), flat(test_behavior)))
+    score: Any = decoder.score(flat(test_rates), flat(test_behavior))
+    return float(score)

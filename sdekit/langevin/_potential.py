@@ -51,9 +51,10 @@ class CoupledOscillatorPotential(eqx.Module):
     sites: int = eqx.field(static=True)
 
     def __init__(self, groups: int, sites: int, stiffness: float = 1.0):
-        if not (isinstance(groups, int) and isinstance(sites, int)) or min(
-            groups, sites
-        ) < 1:
+        if (
+            not (isinstance(groups, int) and isinstance(sites, int))
+            or min(groups, sites) < 1
+        ):
             raise ValueError(
                 f"`groups` and `sites` must be positive integers, got {groups!r} and "
                 f"{sites!r}."
@@ -85,9 +86,7 @@ class CoupledOscillatorPotential(eqx.Module):
         w = self.normalised_weight()
         grid = z.reshape(self.groups, self.sites)
         padded = jnp.pad(grid, ((0, 0), (1, 1)))
-        return sum(
-            w[:, :, k] @ padded[:, k : k + self.sites] for k in range(3)
-        )  # pyright: ignore
+        return sum(w[:, :, k] @ padded[:, k : k + self.sites] for k in range(3))  # pyright: ignore
 
     def __call__(self, z: Float[Array, " size"], args: PyTree = None) -> Scalar:
         """The energy $U(z)$ of one latent state."""

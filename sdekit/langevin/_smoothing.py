@@ -152,16 +152,18 @@ def smoothing_baseline(
     order = rng.permutation(len(train))
     num_valid = max(1, int(round(valid_fraction * len(train))))
     valid, fit = order[:num_valid], order[num_valid:]
-    scored = (
-        slice(data.num_heldin, None) if data.heldout_neurons else slice(0, None)
-    )
+    scored = slice(data.num_heldin, None) if data.heldout_neurons else slice(0, None)
     scores = {}
     for width in widths:
         features = _features(train[fit], width)
         weights, intercepts = fit_poisson_glm(
-            features, targets[fit][..., scored].reshape(-1, targets[..., scored].shape[-1]), alpha
+            features,
+            targets[fit][..., scored].reshape(-1, targets[..., scored].shape[-1]),
+            alpha,
         )
-        rates = _predict(_features(train[valid], width), weights, intercepts, train[valid].shape)
+        rates = _predict(
+            _features(train[valid], width), weights, intercepts, train[valid].shape
+        )
         scores[width] = co_bps(rates, targets[valid][..., scored])
     width = max(scores, key=lambda w: scores[w])
     features = _features(train, width)
