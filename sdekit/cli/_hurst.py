@@ -5,6 +5,7 @@ import json
 import math
 import time
 import warnings
+from typing import Any
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -186,7 +187,9 @@ def run(args: argparse.Namespace) -> int:
         )
     ys, times = _series(args)
     obs_noise = {"auto": "auto", "yes": True, "no": False}[args.obs_noise]
-    options = dict(dt=args.dt, times=times, model=args.model, obs_noise=obs_noise)
+    options: dict[str, Any] = dict(
+        dt=args.dt, times=times, model=args.model, obs_noise=obs_noise
+    )
     if args.posterior:
         from sdekit.fractional import hurst_posterior
 

@@ -98,7 +98,9 @@ def load_bundled(name: str) -> tuple[TimeSeriesDataset, TimeSeriesDataset]:
     loader = load_classification if task == "classification" else load_regression
     raw = {}
     for split in ("train", "test"):
-        X, y = loader(name, split=split, extract_path=_aeon_data_dir())
+        # [:2]: aeon's loaders are typed as maybe returning metadata third, which
+        # they do only when asked (return_metadata=True).
+        X, y = loader(name, split=split, extract_path=_aeon_data_dir())[:2]
         raw[split] = (_series(X), np.asarray(y))
     # Unequal lengths (within or across the splits) go to the longest one.
     length = max(x.shape[1] for series, _ in raw.values() for x in series)

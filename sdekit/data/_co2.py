@@ -15,6 +15,7 @@ def load_co2_series() -> TimeSeriesDataset:
             "The co2 data set needs statsmodels: pip install 'sdekit[data]'."
         ) from e
     frame = co2.load_pandas().data
+    assert frame is not None  # statsmodels' Dataset defaults it to None; co2 sets it
     values = frame["co2"].to_numpy(dtype=np.float64)
     weeks = np.arange(len(values), dtype=np.float64)
     return TimeSeriesDataset(values[None, :, None], weeks / 52.1775, name="co2")

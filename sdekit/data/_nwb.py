@@ -34,8 +34,13 @@ def _open(path: str):
     if not os.path.isfile(path):
         raise ValueError(f"--data {path}: no such file.")
     try:
-        io = pynwb.NWBHDF5IO(path, "r")
-        return io, io.read()
+        # By keyword: pynwb's docval-wrapped __init__ reads to a type checker as
+        # taking no positional arguments.
+        io = pynwb.NWBHDF5IO(path=path, mode="r")
+        nwbfile = io.read()
+        if not isinstance(nwbfile, pynwb.NWBFile):
+            raise TypeError(f"it holds a {type(nwbfile).__name__}, not an NWBFile")
+        return io, nwbfile
     except Exception as e:  # h5py and hdmf raise many kinds; all mean "not readable"
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(
@@ -169,7 +174,9 @@ def load_nwb(
             anchor = np.asarray(trials[align_field][:], dtype=np.float64)
             lo, hi = (float(x) / 1000.0 for x in align_range_ms)
             if not hi > lo:
-                raise ValueError(f"--align-range must be increasing, got {align_range_ms}.")
+                raise ValueError(
+                    f"--align-range must be increasing, got {align_range_ms}."
+                )
             num_bins = int(round((hi - lo) / width))
             begin = anchor + lo
         else:
