@@ -8,7 +8,7 @@ generalizing flow-based generative models with minibatch optimal transport"
 """
 
 import abc
-from typing import Literal
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -36,7 +36,7 @@ class AbstractCoupling(eqx.Module):
 class IndependentCoupling(AbstractCoupling):
     """$x_0$ and $x_1$ drawn independently: each data point keeps its base sample."""
 
-    independent = True
+    independent: ClassVar[bool] = True
 
     def pairing(self, x0, x1, key):
         return jnp.arange(x1.shape[0])
@@ -114,7 +114,7 @@ class OTCoupling(AbstractCoupling):
     )
     epsilon: float = eqx.field(static=True, default=0.05)
     iterations: int = eqx.field(static=True, default=100)
-    independent = False
+    independent: ClassVar[bool] = False
 
     def __check_init__(self):
         if self.method not in ("sinkhorn", "exact", "hungarian"):

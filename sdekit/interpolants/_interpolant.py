@@ -6,13 +6,20 @@ Flows and Diffusions"](https://arxiv.org/abs/2303.08797), section 3 and table 1.
 
 import abc
 import math
+from typing import ClassVar, TYPE_CHECKING
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 
-Time = Float[ArrayLike, ""]
+if TYPE_CHECKING:
+    # A type checker reads `Float[ArrayLike, ""]` as all of ArrayLike, complex
+    # included, and refuses `t < 0.5` on it.
+    Time = float | Array | np.ndarray
+else:
+    Time = Float[ArrayLike, ""]
 
 
 class AbstractGamma(eqx.Module):
@@ -49,7 +56,7 @@ class SqrtGamma(AbstractGamma):
     """
 
     a: float = 1.0
-    singular = True
+    singular: ClassVar[bool] = True
 
     def __call__(self, t):
         return jnp.sqrt(self.a * t * (1 - t))
@@ -70,7 +77,7 @@ class SinSquaredGamma(AbstractGamma):
     """
 
     a: float = 1.0
-    singular = False
+    singular: ClassVar[bool] = False
 
     def __call__(self, t):
         return math.sqrt(self.a) * jnp.sin(jnp.pi * t) ** 2
@@ -85,7 +92,7 @@ class SinSquaredGamma(AbstractGamma):
 class ZeroGamma(AbstractGamma):
     r"""$\gamma = 0$: a deterministic interpolant (flow matching, rectified flow)."""
 
-    singular = False
+    singular: ClassVar[bool] = False
 
     def __call__(self, t):
         return jnp.zeros_like(jnp.asarray(t, float))

@@ -113,6 +113,7 @@ def log_likelihood(
             max_steps=max_steps,
             saveat=dfx.SaveAt(t1=True),
         )
+        assert sol.ys is not None  # saved at t1
         return sol.ys[0][-1], sol.ys[1][-1]
 
     u1 = model.normalise(x)

@@ -51,7 +51,7 @@ def _one_loss(model, t, x0, x1, z, label, antithetic):
     m, n, m_dot, n_dot = _split_noise(model, t, x0, x1, z)
     sigma = model.noise_scale(t)
     signs = (1.0, -1.0) if antithetic else (1.0,)
-    terms = {"velocity": 0.0, "noise": 0.0}
+    terms: dict[str, float | Array] = {"velocity": 0.0, "noise": 0.0}
     for sign in signs:
         x_t = m + sign * n
         out = model.network(t, x_t, label)

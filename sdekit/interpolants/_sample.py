@@ -86,10 +86,13 @@ def probability_flow(
         max_steps=max_steps,
         saveat=dfx.SaveAt(t1=True),
     )
+    assert sol.ys is not None  # saved at t1
     return sol.ys[-1]
 
 
-def _eps_schedule(model: InterpolantModel, eps) -> Callable[[Array], Array]:
+def _eps_schedule(
+    model: InterpolantModel, eps: float | Callable[[Array], Array]
+) -> Callable[[Array], Array]:
     if callable(eps):
         return eps
     eps = float(eps)
@@ -178,6 +181,7 @@ def solve_sde(
         max_steps=steps,
         saveat=dfx.SaveAt(t1=True),
     )
+    assert sol.ys is not None  # saved at t1
     u = sol.ys[-1].reshape(n, d)
     # The denoising step over the last stretch, by the ODE.
     if direction == "forward":
