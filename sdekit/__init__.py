@@ -1,8 +1,8 @@
 """sdekit: differentiable SDE and ODE models in JAX, built on diffrax."""
 
 import importlib as _importlib
-import importlib.util as _importlib_util
 import importlib.metadata as _metadata
+import importlib.util as _importlib_util
 from typing import TYPE_CHECKING
 
 
