@@ -6,7 +6,7 @@ import math
 import os
 import pathlib
 import time
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -65,9 +65,9 @@ class FitConfig:
     interpolant: str = "linear"
     gamma: str | None = None
     a: float = 1.0
-    loss: str = "velocity"
+    loss: Literal["velocity", "denoiser", "score"] = "velocity"
     coupling: str = "independent"
-    ot_method: str = "exact"
+    ot_method: Literal["exact", "sinkhorn", "hungarian"] = "exact"
     seed: int = 0
     steps: int = 30000
     steps_per_call: int = 500
@@ -217,6 +217,7 @@ def load_job_data(config: FitConfig) -> JobData:
         test = {"x": x_test, "label": y_test}
         num_classes = 10
     else:
+        assert config.data is not None  # checked(): exactly one of dataset and data
         arrays = read_points(config.data, labels=config.conditional)
         train, valid, test = _split(arrays, config.valid_fraction, config.seed)
         num_classes = int(arrays["label"].max()) + 1 if "label" in arrays else 0
@@ -238,7 +239,7 @@ def build_model(config: FitConfig, train_x: np.ndarray, num_classes: int):
         make_interpolant(config.interpolant, config.gamma, config.a),
         train_x.shape[1],
         key=jr.fold_in(jr.key(config.seed), 2),
-        loss=config.loss,  # type: ignore[arg-type]
+        loss=config.loss,
         independent=config.coupling == "independent",
         shift=shift,
         scale=scale,
@@ -253,7 +254,7 @@ def build_model(config: FitConfig, train_x: np.ndarray, num_classes: int):
 def coupling_of(config: FitConfig):
     if config.coupling == "independent":
         return IndependentCoupling()
-    return OTCoupling(config.ot_method)  # type: ignore[arg-type]
+    return OTCoupling(config.ot_method)
 
 
 def default_out(config: FitConfig) -> str:
