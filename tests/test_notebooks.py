@@ -43,6 +43,9 @@ def test_stored_without_outputs(path):
     )
 
 
+# End to end runs of whole tutorials, 30-220 s each on 2 cores: in CI's slow step, which
+# runs before the strict docs build that shows their outputs (.ci/run).
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, monkeypatch, tmp_path):
     # The notebooks' small settings (the kernel inherits this environment).
