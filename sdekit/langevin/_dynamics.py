@@ -280,7 +280,7 @@ class ForcedLangevinDynamics(AbstractLatentDynamics):
             posterior = SDE(
                 _LangevinDrift(self, w),
                 _LangevinDiffusion(self),
-                noise="general",
+                noise_structure="general",
                 noise_dim=self.potential.size,
                 additive=True,
             )
