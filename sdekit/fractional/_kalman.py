@@ -413,7 +413,13 @@ def profile_from_innovations(variances, innovations, counted):
     vy, v1 = innovations[:, 0], innovations[:, 1]
     weight = jnp.where(counted, 1 / variances, 0.0)
     denom = jnp.sum(weight * v1**2)
-    identified = denom > 1e-12 * jnp.maximum(jnp.sum(weight), 1.0)
+    # mu enters through v1, of order theta dt per step: it is identified whenever
+    # theta > 0 (the fitted mu v1 does not depend on v1's scale, and v1 is accurate
+    # to its own size down to theta dt ~ 1e-10), and not at all for fBM's static
+    # theta = 0, where v1 is exactly 0. A threshold inside the searched range of
+    # theta would make the profile jump there (by about a nat), and the search and
+    # the curvature for standard errors would find the jump.
+    identified = denom > 1e-30 * jnp.maximum(jnp.sum(weight), 1.0)
     mu = jnp.where(
         identified, jnp.sum(weight * vy * v1) / jnp.where(identified, denom, 1.0), 0.0
     )
