@@ -221,6 +221,30 @@ def test_curvature_by_differences_matches_the_exact_hessian(x64):
         )
 
 
+def test_fou_profile_likelihood_is_continuous_in_theta(x64):
+    # fBM with a drift: fOU with a small theta and a far mu is the drift, so the
+    # profile over mu must stay smooth as theta shrinks across the searched box. A
+    # threshold on mu's identification once made it jump by about a nat inside the
+    # box: the search settled on the jump and the standard error of H came out 100x
+    # too small.
+    n = 1000
+    ys = fbm_path(0, 0.7, n) + 3.0 * np.linspace(0.0, 1.0, n)
+    ys = (ys - ys[0]) / np.std(np.diff(ys))
+    setup = estimation_setup(np.linspace(0.0, 1.0, n), 12)
+    data = _hurst._kalman_data(setup, ys)
+    objective = _hurst._KalmanNLL(12, setup.gamma_max, "fou")
+    low, high = _hurst._LOG_KAPPA
+    log_kappa = np.linspace(low, low + 6.0, 300)
+    points = np.stack([np.full(300, 0.8), np.zeros(300), log_kappa], axis=-1)
+    values = np.asarray(jax.jit(jax.vmap(lambda x: objective(x, data)[0]))(points))
+    assert np.all(np.isfinite(values))
+    # Neighbours 0.02 apart in log kappa: a smooth profile moves by far less.
+    assert np.max(np.abs(np.diff(values))) < 0.05
+    estimate = estimate_hurst(ys, dt=1.0 / (n - 1), model="fou", obs_noise=False)
+    reference = estimate_hurst(ys, dt=1.0 / (n - 1), model="fbm", obs_noise=False)
+    assert 0.5 < estimate.hurst_std / reference.hurst_std < 2.0
+
+
 def test_estimate_hurst_chooses_its_likelihood():
     limit = DENSE_MAX_POINTS
     assert _hurst._method("auto", "fbm", limit) == "dense"
