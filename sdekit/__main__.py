@@ -1,8 +1,6 @@
 """`python -m sdekit`: the `sdekit` command."""
 
-import sys
-
-from .cli import main
+from .cli import console
 
 
-sys.exit(main())
+console()

@@ -22,7 +22,7 @@ def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
         filter(None, [str(_ROOT), environment.get("PYTHONPATH")])
     )
     environment.pop("SDEKIT_DEBUG", None)
-    code = "import sys; from sdekit.cli import main; sys.exit(main())"
+    code = "from sdekit.cli import console; console()"
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         capture_output=True,
@@ -46,6 +46,21 @@ def test_library_error_is_one_line_subprocess():
     assert out.stderr.strip().splitlines() == [
         "sdekit: error: --components must be at least 2, got 1"
     ]
+
+
+def test_an_answer_survives_the_prompt_exit(tmp_path):
+    # `hurst` ends by os._exit after flushing: its output, piped, must be whole.
+    import json
+
+    import numpy as np
+
+    series = np.cumsum(np.random.default_rng(0).standard_normal(64))
+    np.save(tmp_path / "s.npy", series)
+    out = _run_cli("hurst", "--input", str(tmp_path / "s.npy"), "--dt", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("Hurst index H = ")
+    assert 0 < json.loads(lines[-1])["hurst"] < 1
 
 
 @pytest.mark.parametrize(

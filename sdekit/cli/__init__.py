@@ -1,3 +1,3 @@
-"""The `sdekit` command line (`sdekit = "sdekit.cli:main"` in pyproject.toml)."""
+"""The `sdekit` command line (`sdekit = "sdekit.cli:console"` in pyproject.toml)."""
 
-from ._main import main as main
+from ._main import console as console, main as main

@@ -122,6 +122,15 @@ def _log_vh(h):
     return -gammaln(2 * h + 1) - jnp.log(jnp.sin(jnp.pi * h))
 
 
+def _sigmoid(x: float) -> float:
+    # On the host: an eager `jax.nn.sigmoid` would compile a program per call site.
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _log_vh_host(h: float) -> float:
+    return -math.lgamma(2 * h + 1) - math.log(math.sin(math.pi * h))
+
+
 def _bucket(size: int, minimum: int, step: float) -> int:
     """The smallest of `minimum * step**k` (rounded up to a multiple of 8) that holds
     `size`: arrays are padded to it, so that series of similar lengths share one
@@ -191,10 +200,10 @@ def _dense_data(times, ys):
     increments = np.zeros(size)
     increments[: len(y) - 1] = np.diff(y)
     data = {
-        "log_distances": jnp.asarray(np.log(np.where(positive, distance, 1.0))),
-        "positive": jnp.asarray(positive),
-        "increments": jnp.asarray(increments),
-        "counted": jnp.asarray(np.arange(size) < len(y) - 1),
+        "log_distances": np.asarray(np.log(np.where(positive, distance, 1.0))),
+        "positive": np.asarray(positive),
+        "increments": np.asarray(increments),
+        "counted": np.asarray(np.arange(size) < len(y) - 1),
     }
     return data, unit
 
@@ -213,11 +222,11 @@ def _kalman_data(setup, ys):
     steps = np.zeros(num_steps)
     steps[: len(setup.steps)] = setup.steps
     return {
-        "ys": jnp.asarray(padded),
-        "index": jnp.asarray(index),
-        "steps": jnp.asarray(steps),
-        "spacing": jnp.asarray(setup.spacing),
-        "span": jnp.asarray(setup.span),
+        "ys": np.asarray(padded),
+        "index": np.asarray(index),
+        "steps": np.asarray(steps),
+        "spacing": np.asarray(setup.spacing),
+        "span": np.asarray(setup.span),
     }
 
 
@@ -234,7 +243,7 @@ def _grid(model, around=None):
         eta = np.zeros(1)
         kappa = np.log([0.1, 1.0, 10.0, 100.0])
     else:
-        h0 = float(jax.nn.sigmoid(around[0]))
+        h0 = _sigmoid(float(around[0]))
         h = np.clip(h0 + np.array([-0.1, 0.0, 0.1, 0.2]), 0.01, 0.99)
         eta = np.array([0.1, 0.5, 2.0])
         kappa = around[-1] + np.log([0.1, 1 / 3, 1.0, 3.0])
@@ -500,7 +509,7 @@ def estimate_hurst(
             gain = 2 * (fits[False].value - fits[True].value)
             chosen = gain - math.log(observed - 1) > _NOISE_EVIDENCE
         fit = fits[chosen]
-        h = float(jax.nn.sigmoid(fit.x[0]))
+        h = _sigmoid(float(fit.x[0]))
         # The standard error of H from the curvature in logit(H), by the delta method.
         hurst_std = float(h * (1 - h) * math.sqrt(max(fit.covariance[0, 0], 0.0)))
         sigma_scaled = fit.sigma * scale
@@ -513,7 +522,7 @@ def estimate_hurst(
             if chosen:
                 obs_std = abs(fit.x[1]) * sigma_scaled
         else:
-            log_vh = float(_log_vh(h))
+            log_vh = _log_vh_host(h)
             sigma = sigma_scaled * setup.scale**h * math.exp(0.5 * log_vh)
             time_scale = setup.scale
             if chosen:

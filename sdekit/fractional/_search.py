@@ -3,6 +3,7 @@ optimistix's BFGS with exact JAX derivatives, then the curvature at the optimum 
 standard errors). Two compiled functions per likelihood and data shape."""
 
 import abc
+import functools
 from typing import NamedTuple
 
 import equinox as eqx
@@ -11,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Bool, Float, PyTree
+
+from .._export_cache import exported_call
 
 
 class AbstractNegLogLikelihood(eqx.Module):
@@ -24,14 +27,35 @@ class AbstractNegLogLikelihood(eqx.Module):
         """`(negative log-likelihood, aux)` at `x`."""
 
 
-@eqx.filter_jit
 def _values(objective, points, data):
+    return exported_call(
+        "search-values", objective, functools.partial(_values_impl, objective), points, data
+    )
+
+
+def _values_impl(objective, points, data):
     values, aux = jax.vmap(lambda x: objective(x, data))(points)
     return jnp.where(jnp.isnan(values), jnp.inf, values), aux
 
 
-@eqx.filter_jit
 def _minimise(objective, start, lower, upper, active, data, count, rtol, atol):
+    # Compiled with the objective and tolerances static; the command's repeated
+    # calls load it from disk (`sdekit._export_cache`): tracing this BFGS search is
+    # most of a warm `sdekit hurst`.
+    return exported_call(
+        "search-minimise",
+        (objective, rtol, atol),
+        functools.partial(_minimise_impl, objective, rtol=rtol, atol=atol),
+        start,
+        lower,
+        upper,
+        active,
+        data,
+        count,
+    )
+
+
+def _minimise_impl(objective, start, lower, upper, active, data, count, *, rtol, atol):
     # The box is kept by optimising z with x = l + (u - l) sigmoid(z). The loss is
     # per observation, so that its curvature is of order one and BFGS's first step
     # (from the identity) is of the right length.
@@ -129,17 +153,17 @@ def search(
     docs/developer-notes.md), so the stencil must have no more points than the grid.
     """
     grid = np.asarray(grid, np.float64)
-    values, _ = _values(objective, jnp.asarray(grid), data)
+    values, _ = _values(objective, np.asarray(grid), data)
     values = np.asarray(values)
     start = grid[int(np.argmin(values))]
     x, steps, converged = _minimise(
         objective,
-        jnp.asarray(start),
-        jnp.asarray(lower, jnp.float64),
-        jnp.asarray(upper, jnp.float64),
-        jnp.asarray(active),
+        np.asarray(start),
+        np.asarray(lower, np.float64),
+        np.asarray(upper, np.float64),
+        np.asarray(active),
         data,
-        jnp.asarray(float(count)),
+        np.asarray(float(count)),
         rtol,
         atol,
     )
@@ -157,7 +181,7 @@ def _result_at(objective, x, active, data, size):
     # padded to the grid's size with copies of x).
     stencil = _stencil(x, active, _CURVATURE_STEP)
     padded = np.concatenate([stencil, np.repeat(x[None], size - len(stencil), 0)])
-    values, aux = _values(objective, jnp.asarray(padded), data)
+    values, aux = _values(objective, np.asarray(padded), data)
     values = np.asarray(values)
     return SearchResult(
         x=x,
