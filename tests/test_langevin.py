@@ -2,6 +2,7 @@
 moments, energy conservation, reverse-mode gradients), the Girsanov KL of the forced
 flow, and the sequential VAE's loss."""
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -184,11 +185,14 @@ def test_reverse_mode_gradients_match_finite_differences(solver, x64, getkey):
         )
 
 
-def test_forced_flow_kl_is_the_girsanov_closed_form(getkey):
-    # A constant force w: KL = T_end * sum_i w_i^2 / (2 * 2 gamma_i T_i) exactly.
+def test_forced_flow_kl_is_the_girsanov_closed_form(x64, getkey):
+    # A constant force w: KL = T_end * sum_i w_i^2 / (2 * 2 gamma_i T_i) exactly; and a
+    # force that changes by bin gives what `sdekit.with_pathwise_kl` accumulates along
+    # an Euler solve of the posterior SDE against the prior.
     potential = _coupled(1, 3, getkey())
+    friction, temperature = 0.5, 2.0
     dynamics = ForcedLangevinDynamics(
-        potential, bin_time=0.1, friction=0.5, temperature=2.0
+        potential, bin_time=0.1, friction=friction, temperature=temperature
     )
     num_bins, batch = 11, 2
     w = jnp.array([0.3, -1.0, 0.5])
@@ -197,43 +201,122 @@ def test_forced_flow_kl_is_the_girsanov_closed_form(getkey):
         jr.normal(getkey(), (batch, 6)), force, num_bins, getkey()
     )
     assert features.shape == (batch, num_bins, 6)
-    expected = 1.0 * float(jnp.sum(w**2)) / (2 * 2 * 0.5 * 2.0)
-    np.testing.assert_allclose(np.asarray(kl), expected, rtol=1e-4)
+    expected = 1.0 * float(jnp.sum(w**2)) / (2 * 2 * friction * temperature)
+    np.testing.assert_allclose(np.asarray(kl), expected, rtol=1e-5)
 
+    force = jr.normal(getkey(), (1, num_bins, 3), jnp.float64)
+    sigma = np.sqrt(2 * friction * temperature)
 
-def test_forced_flow_without_force_has_the_euler_maruyama_law(getkey):
-    # Zero force: the path KL is zero, and the state's covariance is exactly that of
-    # Euler-Maruyama for the linear Langevin SDE on the solver's step grid (started at
-    # 0, propagated by P <- A P A^T + B B^T step by step).
-    kappa, gamma, temperature = 2.0, 1.0, 0.5
-    potential = CoupledOscillatorPotential(1, 1, stiffness=kappa)
-    bin_time, steps_per_bin, num_bins, num_paths = 0.5, 2, 9, 4000
-    dynamics = ForcedLangevinDynamics(
-        potential,
-        bin_time=bin_time,
-        steps_per_bin=steps_per_bin,
-        friction=gamma,
-        temperature=temperature,
+    def drift(t, y, args):
+        k = jnp.clip(jnp.floor(t / 0.1 + 1e-6).astype(int), 0, num_bins - 1)
+        z, v = y[:3], y[3:]
+        return jnp.concatenate([v, -potential.gradient(z) - friction * v + force[0, k]])
+
+    def prior(t, y, args):
+        z, v = y[:3], y[3:]
+        return jnp.concatenate([v, -potential.gradient(z) - friction * v])
+
+    def diffusion(t, y, args):
+        return jnp.concatenate([jnp.zeros((3, 3)), sigma * jnp.eye(3)])
+
+    def sde_of(f):
+        return sdekit.SDE(
+            f, diffusion, noise_structure="general", noise_dim=3, additive=True
+        )
+
+    sde = sdekit.with_pathwise_kl(sde_of(drift), prior)
+    start = jnp.zeros((1, 7), jnp.float64)
+    solution = sdekit.solve(
+        sde, start, jnp.array([0.0, 1.0]), key=getkey(), dt0=0.05, t0=0.0, t1=1.0,
+        solver=dfx.Euler(),
+    )  # fmt: skip
+    _, accumulated = sdekit.split_kl(solution.ys[0])
+    dynamics64 = jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, dynamics
     )
-    force = jnp.zeros((num_paths, num_bins, 1))
-    features, kl = eqx.filter_jit(dynamics)(
-        jnp.zeros((num_paths, 2)), force, num_bins, getkey()
+    np.testing.assert_allclose(
+        float(accumulated[-1]), float(dynamics64.path_kl(force)[0]), rtol=1e-10
+    )
+
+
+def test_forced_flow_without_force_is_the_langevin_flow(getkey):
+    # Zero force, same key: the same grid path and the same solver, so the same paths.
+    potential = _coupled(2, 2, getkey())
+    kwargs = dict(bin_time=0.2, steps_per_bin=2, friction=0.7, temperature=0.4)
+    initial = jr.normal(getkey(), (5, 8))
+    key = getkey()
+    forced, kl = eqx.filter_jit(ForcedLangevinDynamics(potential, **kwargs))(
+        initial, jnp.zeros((5, 7, 4)), 7, key
+    )
+    plain, _ = eqx.filter_jit(LangevinDynamics(potential, **kwargs))(
+        initial, None, 7, key
     )
     assert np.all(np.asarray(kl) == 0)
-    save = np.arange(num_bins) * bin_time
-    end = save[-1]
-    grid = np.asarray(
-        sdekit.step_grid(0.0, end, int(round(end / (bin_time / steps_per_bin))), save)
+    np.testing.assert_allclose(forced, plain, rtol=1e-5, atol=1e-6)
+
+
+def _linear_forced_path(kappa, gamma, bin_time, force, y0):
+    # Noise-free z' = v, v' = -kappa z - gamma v + w_k, exactly over each bin by the
+    # matrix exponential of the augmented system [y; 1].
+    import scipy.linalg
+
+    out = [np.asarray(y0, np.float64)]
+    for w in force[:-1]:
+        a = np.array([[0.0, 1.0, 0.0], [-kappa, -gamma, w], [0.0, 0.0, 0.0]])
+        out.append((scipy.linalg.expm(a * bin_time) @ np.append(out[-1], 1.0))[:2])
+    return np.stack(out)
+
+
+def test_forced_flow_converges_at_order_two_through_force_changes(x64, getkey):
+    # A force that jumps at every bin, no noise (T ~ 0): against the exact path, the
+    # error falls fourfold when the steps halve. A first-order error at every jump
+    # (the solver reusing a gradient of the old force) would only halve it.
+    kappa, gamma, bin_time, num_bins = 2.0, 0.5, 0.2, 16
+    potential = CoupledOscillatorPotential(1, 1, stiffness=kappa)
+    force = np.asarray(jr.normal(getkey(), (num_bins,)), np.float64) * 2.0
+    y0 = np.array([0.5, -0.3])
+    exact = _linear_forced_path(kappa, gamma, bin_time, force, y0)
+    errors = []
+    for steps_per_bin in (1, 2, 4):
+        dynamics = ForcedLangevinDynamics(
+            potential, bin_time=bin_time, steps_per_bin=steps_per_bin, friction=gamma
+        )
+        dynamics = eqx.tree_at(
+            lambda m: m.log_temperature, dynamics, jnp.full(1, -60.0, jnp.float64)
+        )
+        dynamics = jax.tree_util.tree_map(
+            lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x,
+            dynamics,
+        )
+        features, _ = eqx.filter_jit(dynamics)(
+            jnp.asarray(y0)[None], jnp.asarray(force)[None, :, None], num_bins, jr.key(0)
+        )
+        errors.append(float(np.max(np.abs(np.asarray(features[0]) - exact))))
+    rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all(rates > 1.7), (errors, rates)
+
+
+def test_forced_flow_with_a_constant_force_samples_the_shifted_boltzmann_law(getkey):
+    # U = kappa z^2 / 2 and a constant force w: z ~ N(w / kappa, T / kappa), v ~ N(0, T).
+    kappa, temperature, w, num_paths = 2.0, 0.5, 1.5, 3000
+    potential = CoupledOscillatorPotential(1, 1, stiffness=kappa)
+    dynamics = ForcedLangevinDynamics(
+        potential, bin_time=0.25, steps_per_bin=2, temperature=temperature
     )
-    cov = np.zeros((2, 2))
-    for h in np.diff(grid):
-        a = np.array([[1.0, h], [-kappa * h, 1.0 - gamma * h]])
-        cov = a @ cov @ a.T + np.diag([0.0, 2 * gamma * temperature * h])
-    sample = np.cov(np.asarray(features[:, -1], np.float64).T)
-    for i, j in ((0, 0), (1, 1)):
-        assert abs(sample[i, j] - cov[i, j]) < variance_tolerance(cov[i, j], num_paths)
-    sd = np.sqrt(cov[0, 0] * cov[1, 1] + cov[0, 1] ** 2)
-    assert abs(sample[0, 1] - cov[0, 1]) < mean_tolerance(sd, num_paths)
+    num_bins = 161  # 40 time units with friction 1
+    force = jnp.full((num_paths, num_bins, 1), w)
+    features, _ = eqx.filter_jit(dynamics)(
+        jnp.zeros((num_paths, 2)), force, num_bins, getkey()
+    )
+    z, v = np.asarray(features[:, -1, 0], np.float64), np.asarray(features[:, -1, 1])
+    var_z = temperature / kappa
+    assert abs(z.mean() - w / kappa) < mean_tolerance(np.sqrt(var_z), num_paths)
+    assert abs(v.mean()) < mean_tolerance(np.sqrt(temperature), num_paths)
+    assert abs(z.var() - var_z) < variance_tolerance(var_z, num_paths) + 0.01 * var_z
+    assert (
+        abs(v.var() - temperature)
+        < variance_tolerance(temperature, num_paths) + 0.01 * temperature
+    )
 
 
 def test_discrete_map_is_the_official_update(getkey):

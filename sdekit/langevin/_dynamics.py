@@ -1,6 +1,6 @@
 """The latent dynamics of the sequential VAE: the underdamped Langevin flow (diffrax's
-ALIGN or ShOULD on sdekit's grid Brownian path), the same flow pushed by an inferred
-force (a general SDE with its pathwise KL), the official code's discrete map, and the
+ALIGN or ShOULD on sdekit's grid Brownian path), the same flow pushed by a force
+inferred per bin (with its Girsanov KL), the official code's discrete map, and the
 deterministic GRU generator of the baseline."""
 
 import abc
@@ -12,12 +12,9 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._brownian import GridBrownianPath
-from .._kl import split_kl, with_pathwise_kl
-from .._sde import SDE
-from .._solve import solve
 from ._potential import CoupledOscillatorPotential
 
 
@@ -214,8 +211,7 @@ def _uniform_grid(num_bins: int, bin_time: float, steps_per_bin: int) -> np.ndar
 
 class ForcedLangevinDynamics(AbstractLatentDynamics):
     r"""The Langevin dynamics of [`sdekit.langevin.LangevinDynamics`][] pushed by a
-    force $w(t)$ that the encoder infers from the spikes (piecewise constant over
-    bins):
+    force $w(t)$ that the encoder infers from the spikes, constant over each bin:
 
     $$\mathrm{d}z = v\,\mathrm{d}t, \qquad
     \mathrm{d}v = \big(-\nabla U(z) - \gamma v + w(t)\big)\,\mathrm{d}t
@@ -224,14 +220,22 @@ class ForcedLangevinDynamics(AbstractLatentDynamics):
     This is the posterior SDE of a continuous-time ELBO whose prior is the unforced
     Langevin SDE. Both share their diffusion, so by Girsanov's theorem the KL between
     the path measures is $\mathbb{E} \int \tfrac12 \lVert w / \sqrt{2 \gamma T}
-    \rVert^2 \mathrm{d}t$, accumulated alongside the state by
-    [`sdekit.with_pathwise_kl`][] (the noise acts on $v$ only, so the diffusion is a
-    $2d \times d$ matrix and the KL's integrand is a least-squares solve).
-    diffrax's Langevin solvers admit no time-dependent force, so this runs on
-    Euler-Maruyama through [`sdekit.solve`][] (the noise is additive, so it has strong
-    order 1), `steps_per_bin` steps per bin, one solve per trial.
+    \rVert^2 \mathrm{d}t$ (the noise acts on $v$ only). The force depends on the
+    spikes, not on the latent path, so the expectation is the integrand itself, and
+    for a force constant over bins the integral is the sum
+    $\sum_k \tfrac{\Delta}{2} \sum_i w_{k,i}^2 / (2 \gamma_i T_i)$: exactly what
+    [`sdekit.with_pathwise_kl`][] accumulates along a solve (a test checks the two
+    agree), without a KL channel in the solver's state.
 
-    **Arguments:** as [`sdekit.langevin.LangevinDynamics`][] (no `solver`).
+    Within a bin the force is a constant, so the SDE is again of diffrax's
+    underdamped Langevin form, with $\nabla f = (\nabla U - w_k) / T$: it runs on
+    the same `ALIGN` or `ShOULD` as the unforced flow, one `lax.scan` over the steps
+    of a [`sdekit.GridBrownianPath`][], the bin's force passed to the solver as its
+    `args`. These solvers reuse the last gradient evaluation of a step as the first of
+    the next (first same as last); at each bin's first step the solver is told of the
+    jump (`made_jump=True`), so that it evaluates the gradient with the new force.
+
+    **Arguments:** as [`sdekit.langevin.LangevinDynamics`][].
     """
 
     potential: CoupledOscillatorPotential
@@ -239,22 +243,27 @@ class ForcedLangevinDynamics(AbstractLatentDynamics):
     log_temperature: Float[Array, " size"]
     bin_time: float = eqx.field(static=True)
     steps_per_bin: int = eqx.field(static=True)
+    solver: str = eqx.field(static=True)
 
     def __init__(
         self,
         potential: CoupledOscillatorPotential,
         *,
         bin_time: float = 0.1,
-        steps_per_bin: int = 2,
+        steps_per_bin: int = 1,
+        solver: str = "align",
         friction: float = 1.0,
         temperature: float = 1.0,
     ):
+        if solver not in SOLVERS:
+            raise ValueError(f"`solver` must be one of {SOLVERS}, got {solver!r}.")
         _check_steps(bin_time, steps_per_bin)
         self.potential = potential
         self.log_friction = _positive(friction, potential.size)
         self.log_temperature = _positive(temperature, potential.size)
         self.bin_time = float(bin_time)
         self.steps_per_bin = int(steps_per_bin)
+        self.solver = solver
 
     @property
     def initial_size(self) -> int:
@@ -268,63 +277,65 @@ class ForcedLangevinDynamics(AbstractLatentDynamics):
     def force_size(self) -> int:
         return self.potential.size
 
+    def path_kl(self, force: Float[Array, "batch bins size"]) -> Float[Array, " batch"]:
+        """The Girsanov KL of the path pushed by `force` against the unforced prior,
+        over bins `0, ..., bins - 1` (the last bin's force acts after the window)."""
+        variance = 2 * jnp.exp(self.log_friction + self.log_temperature)
+        used = force[:, :-1]
+        return 0.5 * self.bin_time * jnp.sum(used**2 / variance[None, None], axis=(1, 2))
+
     def __call__(self, initial, force, num_bins, key):
         assert force is not None
-        batch = initial.shape[0]
-        save = (self.bin_time * np.arange(num_bins)).astype(np.float32)
-        end = self.bin_time * max(1, num_bins - 1)
-        dt0 = self.bin_time / self.steps_per_bin
-        prior = _LangevinDrift(self, None)
-
-        def one_trial(y0, w, k):
-            posterior = SDE(
-                _LangevinDrift(self, w),
-                _LangevinDiffusion(self),
-                noise_structure="general",
-                noise_dim=self.potential.size,
-                additive=True,
-            )
-            sde = with_pathwise_kl(posterior, prior)
-            start = jnp.concatenate([y0, jnp.zeros((1,), y0.dtype)])
-            sol = solve(
-                sde, start[None], save, key=k, dt0=dt0, t0=0.0, t1=end,
-                solver=dfx.Euler(),
-            )  # fmt: skip
-            return split_kl(sol.ys[0])
-
-        states, kl = jax.vmap(one_trial)(initial, force, jr.split(key, batch))
-        return states, kl[:, -1]
-
-
-class _LangevinDrift(eqx.Module):
-    dynamics: ForcedLangevinDynamics
-    force: Float[Array, "bins size"] | None
-
-    def __call__(self, t, y, args: PyTree):
-        del args
-        d = self.dynamics.potential.size
-        z, v = y[:d], y[d:]
-        dv = (
-            -self.dynamics.potential.gradient(z)
-            - jnp.exp(self.dynamics.log_friction) * v
+        batch, d = initial.shape[0], self.potential.size
+        dtype = initial.dtype
+        grid = _uniform_grid(num_bins, self.bin_time, self.steps_per_bin)
+        if self.solver == "align":
+            solver, levy_area = dfx.ALIGN(), dfx.SpaceTimeLevyArea
+        else:
+            solver, levy_area = dfx.ShOULD(), dfx.SpaceTimeTimeLevyArea
+        path = GridBrownianPath(
+            jnp.asarray(grid), (d,), jr.split(key, batch), dtype=dtype,
+            levy_area=levy_area,
+        )  # fmt: skip
+        gamma = jnp.broadcast_to(jnp.exp(self.log_friction), (batch, d))
+        temperature = jnp.broadcast_to(jnp.exp(self.log_temperature), (batch, d))
+        terms = dfx.MultiTerm(
+            dfx.UnderdampedLangevinDriftTerm(
+                gamma, temperature, _ForcedScaledGradient(self.potential, temperature)
+            ),
+            dfx.UnderdampedLangevinDiffusionTerm(gamma, temperature, path),
         )
-        if self.force is not None:
-            # Bin k covers [k, k + 1) bin times; the force is constant over it.
-            k = jnp.floor(t / self.dynamics.bin_time + 1e-4).astype(jnp.int32)
-            dv = dv + self.force[jnp.clip(k, 0, self.force.shape[0] - 1)]
-        return jnp.concatenate([v, dv])
+        # Step s runs over [grid[s], grid[s + 1]] in bin s // steps_per_bin; a trial
+        # of one bin still takes one step (its state is only the initial one).
+        steps = len(grid) - 1
+        step_bin = np.minimum(np.arange(steps) // self.steps_per_bin, num_bins - 1)
+        first = jnp.asarray(np.arange(steps) % self.steps_per_bin == 0)
+        forces = jnp.moveaxis(force, 1, 0)[step_bin]  # (steps, batch, d)
+        ts = jnp.asarray(grid, dtype)
+        y0 = (initial[:, :d], initial[:, d:])
+        state0 = solver.init(terms, ts[0], ts[1], y0, forces[0])
+
+        def step(carry, inputs):
+            y, state = carry
+            t0, t1, w, jump = inputs
+            y, _, _, state, _ = solver.step(terms, t0, t1, y, w, state, jump)
+            return (y, state), jnp.concatenate(y, axis=-1)
+
+        _, ys = jax.lax.scan(step, (y0, state0), (ts[:-1], ts[1:], forces, first))
+        # The state at the end of each bin's last step is the next bin's.
+        at_bins = ys[self.steps_per_bin - 1 :: self.steps_per_bin][: num_bins - 1]
+        features = jnp.concatenate([initial[None], at_bins], axis=0)
+        return jnp.moveaxis(features, 0, 1), self.path_kl(force)
 
 
-class _LangevinDiffusion(eqx.Module):
-    dynamics: ForcedLangevinDynamics
+class _ForcedScaledGradient(eqx.Module):
+    # As `_ScaledGradient`, with the bin's force (the solver's `args`) subtracted:
+    # the drift of v is then -grad U + w.
+    potential: CoupledOscillatorPotential
+    temperature: Float[Array, "batch size"]
 
-    def __call__(self, t, y, args):
-        del t, args
-        d = self.dynamics.potential.size
-        sigma = jnp.sqrt(
-            2 * jnp.exp(self.dynamics.log_friction + self.dynamics.log_temperature)
-        )
-        return jnp.concatenate([jnp.zeros((d, d), y.dtype), jnp.diag(sigma)])
+    def __call__(self, z, force):
+        return (jax.vmap(self.potential.gradient)(z) - force) / self.temperature
 
 
 class DiscreteLangevinMap(AbstractLatentDynamics):

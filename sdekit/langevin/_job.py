@@ -294,6 +294,7 @@ def build_models(config: FitConfig, data: _NeuronCounts) -> ModelPair:
             potential,
             bin_time=config.bin_time,
             steps_per_bin=config.steps_per_bin,
+            solver=config.solver,
             friction=config.friction,
             temperature=config.temperature,
         )
