@@ -152,6 +152,7 @@ def throughput(repeats: int, steps: int, batch: int, seed: int) -> dict:
         CoupledOscillatorPotential,
         DiscreteLangevinMap,
         FitConfig,
+        ForcedLangevinDynamics,
         LangevinDynamics,
         make_loss,
         SequentialVAE,
@@ -169,6 +170,8 @@ def throughput(repeats: int, steps: int, batch: int, seed: int) -> dict:
         "align_lax_scan": _align_scan_dynamics()(
             potential, align.log_friction, align.log_temperature, config.bin_time
         ),
+        # `--inferred-input`: the same ALIGN with a per-bin force from a second GRU.
+        "align_forced": ForcedLangevinDynamics(potential, bin_time=config.bin_time),
     }
     loss_fn = make_loss(num_heldin=data.num_heldin, observed_bins=data.observed_bins)
     out = {

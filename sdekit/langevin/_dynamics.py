@@ -76,8 +76,8 @@ class LangevinDynamics(AbstractLatentDynamics):
     space-time Lévy area) or `ShOULD` (order 3 in the smooth regime, two gradients,
     needs the space-time-time Lévy area) on `steps_per_bin` fixed steps per bin over
     a [`sdekit.GridBrownianPath`][] carrying those Lévy areas, the batch of trials as
-    one state, and differentiated by backpropagation through the solver (every step
-    kept). diffrax's form $\mathrm{d}v = -\gamma v\,\mathrm{d}t - u \nabla f\,
+    one state, by the solver's own `step` in a `jax.lax.scan`, and differentiated by
+    backpropagation through the scan (every step kept). diffrax's form $\mathrm{d}v = -\gamma v\,\mathrm{d}t - u \nabla f\,
     \mathrm{d}t + \sqrt{2\gamma u}\,\mathrm{d}W$ is met with $u = T$ and
     $\nabla f = \nabla U / T$.
 
@@ -142,55 +142,8 @@ class LangevinDynamics(AbstractLatentDynamics):
 
     def __call__(self, initial, force, num_bins, key):
         del force
-        batch, d = initial.shape[0], self.potential.size
-        z0, v0 = initial[:, :d], initial[:, d:]
-        save = self.bin_time * np.arange(num_bins)
-        grid = _uniform_grid(num_bins, self.bin_time, self.steps_per_bin)
-        if self.solver == "align":
-            solver, levy_area = dfx.ALIGN(), dfx.SpaceTimeLevyArea
-        else:
-            solver, levy_area = dfx.ShOULD(), dfx.SpaceTimeTimeLevyArea
-        path = GridBrownianPath(
-            jnp.asarray(grid), (d,), jr.split(key, batch), dtype=z0.dtype,
-            levy_area=levy_area,
-        )  # fmt: skip
-        gamma = jnp.broadcast_to(self.friction, (batch, d))
-        temperature = jnp.broadcast_to(self.temperature, (batch, d))
-        terms = dfx.MultiTerm(
-            dfx.UnderdampedLangevinDriftTerm(
-                gamma, temperature, _ScaledGradient(self.potential, temperature)
-            ),
-            dfx.UnderdampedLangevinDiffusionTerm(gamma, temperature, path),
-        )
-        steps = len(grid) - 1
-        sol = dfx.diffeqsolve(
-            terms,
-            solver,
-            float(grid[0]),
-            float(grid[-1]),
-            None,
-            (z0, v0),
-            saveat=dfx.SaveAt(ts=jnp.asarray(save, z0.dtype)),
-            stepsize_controller=dfx.StepTo(ts=jnp.asarray(grid, z0.dtype)),
-            # Every step kept: the backward pass recomputes nothing (as a hand-written
-            # scan would), which at these sizes is the fast choice.
-            adjoint=dfx.RecursiveCheckpointAdjoint(checkpoints=steps),
-            max_steps=steps,
-        )
-        assert sol.ys is not None  # saved at `save`
-        zs, vs = sol.ys  # (bins, batch, d) each
-        features = jnp.moveaxis(jnp.concatenate([zs, vs], axis=-1), 0, 1)
-        return features, jnp.zeros((batch,), features.dtype)
-
-
-class _ScaledGradient(eqx.Module):
-    # diffrax multiplies grad_f by u = T: hand it grad U / T so that the force is
-    # exactly -grad U whatever the temperature.
-    potential: CoupledOscillatorPotential
-    temperature: Float[Array, "batch size"]
-
-    def __call__(self, z, args):
-        return jax.vmap(self.potential.gradient)(z) / self.temperature
+        features = _integrate(self, initial, None, num_bins, key)
+        return features, jnp.zeros((initial.shape[0],), features.dtype)
 
 
 def _check_steps(bin_time, steps_per_bin):
@@ -286,51 +239,75 @@ class ForcedLangevinDynamics(AbstractLatentDynamics):
 
     def __call__(self, initial, force, num_bins, key):
         assert force is not None
-        batch, d = initial.shape[0], self.potential.size
-        dtype = initial.dtype
-        grid = _uniform_grid(num_bins, self.bin_time, self.steps_per_bin)
-        if self.solver == "align":
-            solver, levy_area = dfx.ALIGN(), dfx.SpaceTimeLevyArea
-        else:
-            solver, levy_area = dfx.ShOULD(), dfx.SpaceTimeTimeLevyArea
-        path = GridBrownianPath(
-            jnp.asarray(grid), (d,), jr.split(key, batch), dtype=dtype,
-            levy_area=levy_area,
-        )  # fmt: skip
-        gamma = jnp.broadcast_to(jnp.exp(self.log_friction), (batch, d))
-        temperature = jnp.broadcast_to(jnp.exp(self.log_temperature), (batch, d))
-        terms = dfx.MultiTerm(
-            dfx.UnderdampedLangevinDriftTerm(
-                gamma, temperature, _ForcedScaledGradient(self.potential, temperature)
-            ),
-            dfx.UnderdampedLangevinDiffusionTerm(gamma, temperature, path),
-        )
-        # Step s runs over [grid[s], grid[s + 1]] in bin s // steps_per_bin; a trial
-        # of one bin still takes one step (its state is only the initial one).
-        steps = len(grid) - 1
-        step_bin = np.minimum(np.arange(steps) // self.steps_per_bin, num_bins - 1)
-        first = jnp.asarray(np.arange(steps) % self.steps_per_bin == 0)
-        forces = jnp.moveaxis(force, 1, 0)[step_bin]  # (steps, batch, d)
-        ts = jnp.asarray(grid, dtype)
-        y0 = (initial[:, :d], initial[:, d:])
-        state0 = solver.init(terms, ts[0], ts[1], y0, forces[0])
-
-        def step(carry, inputs):
-            y, state = carry
-            t0, t1, w, jump = inputs
-            y, _, _, state, _ = solver.step(terms, t0, t1, y, w, state, jump)
-            return (y, state), jnp.concatenate(y, axis=-1)
-
-        _, ys = jax.lax.scan(step, (y0, state0), (ts[:-1], ts[1:], forces, first))
-        # The state at the end of each bin's last step is the next bin's.
-        at_bins = ys[self.steps_per_bin - 1 :: self.steps_per_bin][: num_bins - 1]
-        features = jnp.concatenate([initial[None], at_bins], axis=0)
-        return jnp.moveaxis(features, 0, 1), self.path_kl(force)
+        return _integrate(self, initial, force, num_bins, key), self.path_kl(force)
 
 
-class _ForcedScaledGradient(eqx.Module):
-    # As `_ScaledGradient`, with the bin's force (the solver's `args`) subtracted:
-    # the drift of v is then -grad U + w.
+def _integrate(
+    dynamics: "LangevinDynamics | ForcedLangevinDynamics",
+    initial: Float[Array, "batch initial"],
+    force: Float[Array, "batch bins size"] | None,
+    num_bins: int,
+    key: PRNGKeyArray,
+) -> Float[Array, "batch bins features"]:
+    """(z, v) at every bin: diffrax's ALIGN or ShOULD, `steps_per_bin` steps per bin
+    over a grid Brownian path with the solver's Lévy area, the batch of trials as one
+    state, the solver's own `step` in a `lax.scan` (every step kept for the backward
+    pass; faster than the same steps through `diffeqsolve`, docs/benchmarks.md,
+    "Latent Langevin flows"). With a `force`, bin k's force is the solver's `args`
+    over the bin's steps, and the solver is told of a jump at the bin's first step:
+    these solvers reuse a step's last gradient as the next step's first (FSAL), which
+    would otherwise hold the previous bin's force."""
+    batch, d = initial.shape[0], dynamics.potential.size
+    dtype = initial.dtype
+    grid = _uniform_grid(num_bins, dynamics.bin_time, dynamics.steps_per_bin)
+    if dynamics.solver == "align":
+        solver, levy_area = dfx.ALIGN(), dfx.SpaceTimeLevyArea
+    else:
+        solver, levy_area = dfx.ShOULD(), dfx.SpaceTimeTimeLevyArea
+    path = GridBrownianPath(
+        jnp.asarray(grid), (d,), jr.split(key, batch), dtype=dtype,
+        levy_area=levy_area,
+    )  # fmt: skip
+    gamma = jnp.broadcast_to(jnp.exp(dynamics.log_friction), (batch, d))
+    temperature = jnp.broadcast_to(jnp.exp(dynamics.log_temperature), (batch, d))
+    terms = dfx.MultiTerm(
+        dfx.UnderdampedLangevinDriftTerm(
+            gamma, temperature, _ScaledGradient(dynamics.potential, temperature)
+        ),
+        dfx.UnderdampedLangevinDiffusionTerm(gamma, temperature, path),
+    )
+    # Step s runs over [grid[s], grid[s + 1]], in bin s // steps_per_bin; a trial of
+    # one bin still takes one step (its only state is the initial one).
+    steps = len(grid) - 1
+    index = np.arange(steps)
+    if force is None:
+        forces = jnp.zeros((steps, batch, d), dtype)
+        jumps = jnp.zeros((steps,), bool)
+    else:
+        step_bin = np.minimum(index // dynamics.steps_per_bin, num_bins - 1)
+        forces = jnp.moveaxis(force, 1, 0)[step_bin]
+        jumps = jnp.asarray(index % dynamics.steps_per_bin == 0)
+    ts = jnp.asarray(grid, dtype)
+    y0 = (initial[:, :d], initial[:, d:])
+    state0 = solver.init(terms, ts[0], ts[1], y0, forces[0])
+
+    def step(carry, inputs):
+        y, state = carry
+        t0, t1, w, jump = inputs
+        y, _, _, state, _ = solver.step(terms, t0, t1, y, w, state, jump)
+        return (y, state), jnp.concatenate(y, axis=-1)
+
+    _, ys = jax.lax.scan(step, (y0, state0), (ts[:-1], ts[1:], forces, jumps))
+    # The state at the end of each bin's last step is the next bin's.
+    at_bins = ys[dynamics.steps_per_bin - 1 :: dynamics.steps_per_bin][: num_bins - 1]
+    features = jnp.concatenate([initial[None], at_bins], axis=0)
+    return jnp.moveaxis(features, 0, 1)
+
+
+class _ScaledGradient(eqx.Module):
+    # diffrax multiplies grad_f by u = T: hand it (grad U - w) / T so that the force
+    # is exactly -grad U + w whatever the temperature (w, the bin's force, comes as
+    # the solver's `args`; zero without one).
     potential: CoupledOscillatorPotential
     temperature: Float[Array, "batch size"]
 
