@@ -233,7 +233,7 @@ def _scan_agreement(align, scan) -> float:
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
 
 
-def table(seeds, steps, out_dir) -> dict:
+def table(seeds, steps, out_dir, inferred_input: bool = False) -> dict:
     import numpy as np
 
     from sdekit.data import lorenz_spikes
@@ -241,7 +241,7 @@ def table(seeds, steps, out_dir) -> dict:
 
     rows = []
     for seed in seeds:
-        config = FitConfig(seed=seed, steps=steps)
+        config = FitConfig(seed=seed, steps=steps, inferred_input=inferred_input)
         report = fit_job(
             config,
             os.path.join(out_dir, f"lorenz-seed{seed}"),
@@ -283,7 +283,8 @@ def table(seeds, steps, out_dir) -> dict:
 
 def plot_latents(checkpoint: str, png: str) -> dict:
     """Inferred against true Lorenz latents of a checkpoint's models: the latent path
-    from the posterior mean initial state (the mean of 8 noise draws), mapped
+    from the posterior mean initial state (the mean of 8 noise draws; pushed by the
+    inferred force where the flow has one), mapped
     affinely to the Lorenz state by least squares on the training trials, compared
     on the test trials (R^2 over all test bins, pooled over the three coordinates):
     for the flow's positions z (plotted, three test trials of distinct conditions),
@@ -304,11 +305,13 @@ def plot_latents(checkpoint: str, png: str) -> dict:
 
     @eqx.filter_jit
     def features(model, heldin, key):
-        _, last = model.encode(heldin, heldin.shape[1])
+        states, last = model.encode(heldin, heldin.shape[1])
         mean = jnp.split(jax.vmap(model.posterior)(last), 2, axis=-1)[0]
+        # The inferred force, for a flow that has one (`--inferred-input`).
+        force = model.infer_force(heldin, states, heldin.shape[1])
 
         def one(k):
-            return model.dynamics(mean, None, heldin.shape[1], k)[0]
+            return model.dynamics(mean, force, heldin.shape[1], k)[0]
 
         return jnp.mean(jax.vmap(one)(jr.split(key, 8)), axis=0)
 
@@ -379,6 +382,12 @@ def main() -> None:
     parser.add_argument("--timed-steps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--skip-table", action="store_true")
+    parser.add_argument(
+        "--inferred-input",
+        action="store_true",
+        help="the table's flow with the encoder's inferred force (sdekit fit "
+        "--inferred-input)",
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument(
         "--out", default=None, help="checkpoint root (default: a temp dir)"
@@ -418,7 +427,7 @@ def main() -> None:
     if not args.skip_table:
         steps = args.steps or FitConfig().steps
         out_dir = args.out or tempfile.mkdtemp(prefix="langevin-flow-")
-        result["table"] = table(args.seeds, steps, out_dir)
+        result["table"] = table(args.seeds, steps, out_dir, args.inferred_input)
         print(f"\nLorenz, seeds {args.seeds}, {steps} training steps")
         print("model                       co-bps                rate R^2")
         for name, row in result["table"]["summary"].items():

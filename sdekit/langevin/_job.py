@@ -77,7 +77,8 @@ class FitConfig:
     - `dynamics`: `"langevin"` (the SDE, integrated by `solver`) or `"discrete"` (the
         official code's map, [`sdekit.langevin.DiscreteLangevinMap`][]).
     - `inferred_input`: let the encoder infer a force on the velocity, paid for by
-        the pathwise KL ([`sdekit.langevin.ForcedLangevinDynamics`][]).
+        the pathwise KL ([`sdekit.langevin.ForcedLangevinDynamics`][]); `None`
+        (default): on for `dynamics="langevin"`, off for the discrete map.
     - `solver`: `"align"` or `"should"`.
     - `preset`: `"cpu"` (default sizes for two CPU cores) or `"paper"` (encoder 280,
         latent 4 x 70, decoder 840 wide with 2 heads and feed-forward 512); the five
@@ -108,7 +109,7 @@ class FitConfig:
     bin_ms: float = 20.0
     seed: int = 0
     dynamics: str = "langevin"
-    inferred_input: bool = False
+    inferred_input: bool | None = None
     solver: str = "align"
     preset: str = "cpu"
     hidden: int | None = None
@@ -135,6 +136,17 @@ class FitConfig:
     eval_passes: int = 16
     baseline: bool = True
 
+    @property
+    def forced(self) -> bool:
+        """Whether the flow is pushed by an inferred force: `inferred_input`, or by
+        default for the Langevin SDE. With the force the posterior can move the latent
+        path, which an initial-state posterior cannot: on the Lorenz set it raised the
+        rate $R^2$ from 0.927 to 0.944 at 1.2 times the training time
+        (docs/langevin.md)."""
+        if self.inferred_input is None:
+            return self.dynamics == "langevin"
+        return self.inferred_input
+
     def checked(self) -> "FitConfig":
         """This config with its values checked (a `ValueError` naming the bad one)."""
         if self.model != MODEL:
@@ -157,7 +169,7 @@ class FitConfig:
             raise ValueError(
                 f"--dynamics must be one of {', '.join(DYNAMICS)}, got {self.dynamics!r}."
             )
-        if self.inferred_input and self.dynamics != "langevin":
+        if self.inferred_input is True and self.dynamics != "langevin":
             raise ValueError(
                 "--inferred-input drives the Langevin SDE; it does not combine with "
                 "--dynamics discrete."
@@ -289,7 +301,7 @@ def build_models(config: FitConfig, data: _NeuronCounts) -> ModelPair:
     potential = CoupledOscillatorPotential(sizes["groups"], sizes["sites"])
     if config.dynamics == "discrete":
         dynamics = DiscreteLangevinMap(potential)
-    elif config.inferred_input:
+    elif config.forced:
         dynamics = ForcedLangevinDynamics(
             potential,
             bin_time=config.bin_time,

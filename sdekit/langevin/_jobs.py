@@ -78,9 +78,10 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument(
         "--inferred-input",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="let the encoder push the latent with a force, paid for by the pathwise "
-        "(Girsanov) KL",
+        "(Girsanov) KL (default: on for --dynamics langevin, off for discrete)",
     )
     parser.add_argument(
         "--no-baseline",

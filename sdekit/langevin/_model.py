@@ -113,6 +113,29 @@ class SequentialVAE(eqx.Module):
         states = _run_gru(self.encoder, inputs)
         return states, states[:, observed - 1]
 
+    def infer_force(
+        self,
+        heldin: Float[Array, "batch observed heldin"],
+        states: Float[Array, "batch bins hidden"],
+        num_bins: int,
+    ) -> Float[Array, "batch bins force"] | None:
+        """The force on the latent's velocity in each bin, inferred from the forward
+        encoder's `states` (of [`encode`][sdekit.langevin.SequentialVAE.encode]) and a
+        backward GRU over `heldin`; `None` for dynamics without a force."""
+        if self.force is None:
+            return None
+        assert self.backward_encoder is not None
+        inputs = jnp.log1p(heldin)
+        backward = _run_gru(self.backward_encoder, inputs[:, ::-1])[:, ::-1]
+        if num_bins > heldin.shape[1]:
+            # Past the observed bins the backward GRU has nothing to read.
+            pad = jnp.zeros(
+                (heldin.shape[0], num_bins - heldin.shape[1], backward.shape[2])
+            )
+            backward = jnp.concatenate([backward, pad.astype(backward.dtype)], 1)
+        both = jnp.concatenate([states, backward], axis=-1)
+        return jax.vmap(jax.vmap(self.force))(both)
+
     def __call__(
         self,
         heldin: Float[Array, "batch observed heldin"],
@@ -147,19 +170,7 @@ class SequentialVAE(eqx.Module):
         noise = jr.normal(k_initial, mean.shape, mean.dtype)
         initial = mean + jnp.exp(0.5 * log_var) * noise
         kl = 0.5 * jnp.sum(mean**2 + jnp.exp(log_var) - 1.0 - log_var, axis=-1)
-        force = None
-        if self.force is not None:
-            assert self.backward_encoder is not None
-            inputs = jnp.log1p(heldin)
-            backward = _run_gru(self.backward_encoder, inputs[:, ::-1])[:, ::-1]
-            if num_bins > heldin.shape[1]:
-                # Past the observed bins the backward GRU has nothing to read.
-                pad = jnp.zeros(
-                    (heldin.shape[0], num_bins - heldin.shape[1], backward.shape[2])
-                )
-                backward = jnp.concatenate([backward, pad.astype(backward.dtype)], 1)
-            both = jnp.concatenate([states, backward], axis=-1)
-            force = jax.vmap(jax.vmap(self.force))(both)
+        force = self.infer_force(heldin, states, num_bins)
         features, path_kl = self.dynamics(initial, force, num_bins, k_dynamics)
         tokens = jax.vmap(jax.vmap(self.readin))(
             jnp.concatenate([features, states], axis=-1)
