@@ -69,7 +69,7 @@ class FitConfig:
     coupling: str = "independent"
     ot_method: Literal["exact", "sinkhorn", "hungarian"] = "exact"
     seed: int = 0
-    steps: int = 30000
+    steps: int = 60000
     steps_per_call: int = 500
     batch_size: int = 512
     lr: float = 2e-3
