@@ -651,3 +651,23 @@ def test_compilation_cache_settings(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "sdekit" / "jax"
     monkeypatch.setenv("SDEKIT_CACHE_DIR", str(tmp_path / "mine"))
     assert default_cache_dir() == tmp_path / "mine"
+
+
+def test_a_first_ctrl_c_is_deferred_to_the_training_loop():
+    # Python's handler raises KeyboardInterrupt wherever the interpreter is (inside a
+    # finaliser it is dropped); `fit` sets a flag instead and checks it between
+    # compiled calls. A second Ctrl-C interrupts at once; the old handler comes back.
+    import signal
+
+    from sdekit.train._interrupted import deferred_interrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with deferred_interrupt() as interrupt:
+        interrupt.check()  # nothing pressed: no-op
+        signal.raise_signal(signal.SIGINT)
+        assert interrupt.pressed
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before

@@ -21,7 +21,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from ._checkpoint import describe_run, read_checkpoint, save_checkpoint
 from ._checkpoint_dir import ARGUMENTS, plan_checkpoint_dir
 from ._distributed import check_same_everywhere, is_main_process, wait_for_everyone
-from ._interrupted import TrainingInterrupted
+from ._interrupted import deferred_interrupt, TrainingInterrupted
 from ._progress import EpochProgress, postfix
 from ._sharding import (
     _put,
@@ -330,7 +330,9 @@ def fit(
     without either, a checkpoint of another run with `resume=True`, a file or a
     directory that is not a checkpoint are refused with a `ValueError`.
 
-    **Interruption.** On Ctrl-C (`KeyboardInterrupt`), `fit` saves the last finished
+    **Interruption.** A first Ctrl-C (`SIGINT`, in the main thread) is acted on when
+    the compiled call under way returns, a second one at once. `fit` then saves the
+    last finished
     epoch (when it has a `checkpoint_dir` and that epoch was not saved yet) and raises
     [`sdekit.train.TrainingInterrupted`][], which says where the checkpoint is and how
     many epochs it holds. The unfinished epoch is lost: its minibatches would not
@@ -586,87 +588,93 @@ def fit(
     last = None
     first_step = True
     try:
-        for epoch in range(start_epoch, epochs):
-            if stopped_early:
-                break
-            start = time.perf_counter()
-            perm_key, epoch_key = jr.split(jr.fold_in(train_key, epoch))
-            perm = np.asarray(jr.permutation(perm_key, num_train))
-            outputs = []
-            for first, count in groups:
-                if first_step:
-                    reporter.compiling()
-                model, opt_state, out = run_group(
-                    model, opt_state, perm, epoch_key, first, count
-                )
-                if first_step:
-                    reporter.compiled()
-                    first_step = False
-                outputs.append(out)
-            train_metrics = _epoch_mean(outputs)
-
-            valid_metrics = None
-            if valid_data is not None:
-                # The same key every epoch: only the model changes between two
-                # evaluations, so their difference is not sampling noise.
-                valid_metrics = evaluate(
-                    eqx.nn.inference_mode(model), valid_data, valid_key
-                )
-                if monitor not in valid_metrics:
-                    raise ValueError(
-                        f"`monitor={monitor!r}` is not among the validation metrics "
-                        f"{sorted(valid_metrics)}. Pass one of those, or add it to the "
-                        "metrics dict of `loss_fn` (or to the output of `eval_fn`)."
+        # A Ctrl-C is acted on between compiled calls (`interrupt.check()`), never in
+        # the middle of a library's bookkeeping; a second one stops at once.
+        with deferred_interrupt() as interrupt:
+            for epoch in range(start_epoch, epochs):
+                if stopped_early:
+                    break
+                interrupt.check()
+                start = time.perf_counter()
+                perm_key, epoch_key = jr.split(jr.fold_in(train_key, epoch))
+                perm = np.asarray(jr.permutation(perm_key, num_train))
+                outputs = []
+                for first, count in groups:
+                    if first_step:
+                        reporter.compiling()
+                    model, opt_state, out = run_group(
+                        model, opt_state, perm, epoch_key, first, count
                     )
-                value = valid_metrics[monitor]
-                if _improved(value, best_metric, mode):
-                    best_model, best_epoch, best_metric = model, epoch, value
-                    since_improvement = 0
-                else:
-                    since_improvement += 1
-                    stopped_early = (
-                        patience is not None and since_improvement >= patience
-                    )
+                    if first_step:
+                        reporter.compiled()
+                        first_step = False
+                    outputs.append(out)
+                    interrupt.check()
+                train_metrics = _epoch_mean(outputs)
+                interrupt.check()
 
-            # A new list, not an append: the snapshot below must not change later.
-            history = history + [
-                {
-                    "epoch": epoch,
-                    "train": train_metrics,
-                    "valid": valid_metrics,
-                    "seconds": time.perf_counter() - start,
+                valid_metrics = None
+                if valid_data is not None:
+                    # The same key every epoch: only the model changes between two
+                    # evaluations, so their difference is not sampling noise.
+                    valid_metrics = evaluate(
+                        eqx.nn.inference_mode(model), valid_data, valid_key
+                    )
+                    if monitor not in valid_metrics:
+                        raise ValueError(
+                            f"`monitor={monitor!r}` is not among the validation metrics "
+                            f"{sorted(valid_metrics)}. Pass one of those, or add it to the "
+                            "metrics dict of `loss_fn` (or to the output of `eval_fn`)."
+                        )
+                    value = valid_metrics[monitor]
+                    if _improved(value, best_metric, mode):
+                        best_model, best_epoch, best_metric = model, epoch, value
+                        since_improvement = 0
+                    else:
+                        since_improvement += 1
+                        stopped_early = (
+                            patience is not None and since_improvement >= patience
+                        )
+
+                # A new list, not an append: the snapshot below must not change later.
+                history = history + [
+                    {
+                        "epoch": epoch,
+                        "train": train_metrics,
+                        "valid": valid_metrics,
+                        "seconds": time.perf_counter() - start,
+                    }
+                ]
+                state = {
+                    "epochs_completed": epoch + 1,
+                    "epochs": epochs,
+                    "best_epoch": best_epoch,
+                    "best_metric": best_metric,
+                    "epochs_since_improvement": since_improvement,
+                    "stopped_early": stopped_early,
+                    "history": history,
+                    "run": run,
                 }
-            ]
-            state = {
-                "epochs_completed": epoch + 1,
-                "epochs": epochs,
-                "best_epoch": best_epoch,
-                "best_metric": best_metric,
-                "epochs_since_improvement": since_improvement,
-                "stopped_early": stopped_early,
-                "history": history,
-                "run": run,
-            }
-            # One assignment, so that an interrupt sees the old snapshot or the new.
-            last = (state, model, opt_state, best_model)
-            reporter.epoch_done(epoch + 1, postfix(train_metrics, valid_metrics))
-            if stopped_early:
-                best = (
-                    "no epoch gave a number"
-                    if best_epoch is None
-                    else f"the best was epoch {best_epoch + 1} ({monitor} {best_metric:.4g})"
-                )
-                reporter.note(
-                    f"stopped early after epoch {epoch + 1} of {epochs}: validation "
-                    f"{monitor} has not improved for {patience} epochs; {best}"
-                )
+                # One assignment, so that an interrupt sees the old snapshot or the new.
+                last = (state, model, opt_state, best_model)
+                reporter.epoch_done(epoch + 1, postfix(train_metrics, valid_metrics))
+                if stopped_early:
+                    best = (
+                        "no epoch gave a number"
+                        if best_epoch is None
+                        else f"the best was epoch {best_epoch + 1} ({monitor} {best_metric:.4g})"
+                    )
+                    reporter.note(
+                        f"stopped early after epoch {epoch + 1} of {epochs}: validation "
+                        f"{monitor} has not improved for {patience} epochs; {best}"
+                    )
 
-            done = stopped_early or epoch + 1 == epochs
-            if checkpoint_dir is not None and (
-                done or (epoch + 1) % checkpoint_every == 0
-            ):
-                save(last)
-                saved = epoch + 1
+                done = stopped_early or epoch + 1 == epochs
+                if checkpoint_dir is not None and (
+                    done or (epoch + 1) % checkpoint_every == 0
+                ):
+                    save(last)
+                    saved = epoch + 1
     except KeyboardInterrupt:
         reporter.close()
         # Not across processes: each may have been interrupted at another step, and a

@@ -1,6 +1,11 @@
-"""The exception `fit` raises on Ctrl-C, after saving what it can."""
+"""Ctrl-C during `fit`: caught at a safe point, and the exception `fit` raises after
+saving what it can."""
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -47,3 +52,41 @@ class TrainingInterrupted(KeyboardInterrupt):
         # Set directly rather than through the base initialiser: `str(error)` and
         # tracebacks read `args`.
         self.args = (message,)
+
+
+class _Interrupt:
+    # Set by the SIGINT handler; `check` turns it into a KeyboardInterrupt in the
+    # training loop itself.
+    pressed: bool = False
+
+    def check(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[_Interrupt]:
+    """Within the block, a first Ctrl-C only sets a flag that the training loop
+    checks between compiled calls (`check()`); a second one interrupts at once.
+
+    Python's own handler raises `KeyboardInterrupt` at whatever bytecode runs next:
+    inside a finaliser it is printed and dropped (training goes on), and between a
+    library's lock acquisition and its `try` it leaves the lock held (the save that
+    follows then hangs). On a loaded CI machine a process interrupted after its first
+    epoch once did not exit within 120 s, likely by one of these. Outside
+    the main thread (where no handler can be set) nothing changes."""
+    interrupt = _Interrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupt
+        return
+
+    def handler(signum, frame):
+        if interrupt.pressed:
+            raise KeyboardInterrupt
+        interrupt.pressed = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield interrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
