@@ -128,6 +128,7 @@ def _sigmoid(x: float) -> float:
 
 
 def _log_vh_host(h: float) -> float:
+    # `_log_vh` on the host, for the same reason as `_sigmoid`.
     return -math.lgamma(2 * h + 1) - math.log(math.sin(math.pi * h))
 
 
@@ -200,10 +201,10 @@ def _dense_data(times, ys):
     increments = np.zeros(size)
     increments[: len(y) - 1] = np.diff(y)
     data = {
-        "log_distances": np.asarray(np.log(np.where(positive, distance, 1.0))),
-        "positive": np.asarray(positive),
-        "increments": np.asarray(increments),
-        "counted": np.asarray(np.arange(size) < len(y) - 1),
+        "log_distances": np.log(np.where(positive, distance, 1.0)),
+        "positive": positive,
+        "increments": increments,
+        "counted": np.arange(size) < len(y) - 1,
     }
     return data, unit
 
@@ -222,9 +223,9 @@ def _kalman_data(setup, ys):
     steps = np.zeros(num_steps)
     steps[: len(setup.steps)] = setup.steps
     return {
-        "ys": np.asarray(padded),
-        "index": np.asarray(index),
-        "steps": np.asarray(steps),
+        "ys": padded,
+        "index": index,
+        "steps": steps,
         "spacing": np.asarray(setup.spacing),
         "span": np.asarray(setup.span),
     }

@@ -153,12 +153,12 @@ def search(
     docs/developer-notes.md), so the stencil must have no more points than the grid.
     """
     grid = np.asarray(grid, np.float64)
-    values, _ = _values(objective, np.asarray(grid), data)
+    values, _ = _values(objective, grid, data)
     values = np.asarray(values)
     start = grid[int(np.argmin(values))]
     x, steps, converged = _minimise(
         objective,
-        np.asarray(start),
+        start,
         np.asarray(lower, np.float64),
         np.asarray(upper, np.float64),
         np.asarray(active),
@@ -181,7 +181,7 @@ def _result_at(objective, x, active, data, size):
     # padded to the grid's size with copies of x).
     stencil = _stencil(x, active, _CURVATURE_STEP)
     padded = np.concatenate([stencil, np.repeat(x[None], size - len(stencil), 0)])
-    values, aux = _values(objective, np.asarray(padded), data)
+    values, aux = _values(objective, padded, data)
     values = np.asarray(values)
     return SearchResult(
         x=x,

@@ -77,9 +77,9 @@ class LangevinDynamics(AbstractLatentDynamics):
     needs the space-time-time Lévy area) on `steps_per_bin` fixed steps per bin over
     a [`sdekit.GridBrownianPath`][] carrying those Lévy areas, the batch of trials as
     one state, by the solver's own `step` in a `jax.lax.scan`, and differentiated by
-    backpropagation through the scan (every step kept). diffrax's form $\mathrm{d}v = -\gamma v\,\mathrm{d}t - u \nabla f\,
-    \mathrm{d}t + \sqrt{2\gamma u}\,\mathrm{d}W$ is met with $u = T$ and
-    $\nabla f = \nabla U / T$.
+    backpropagation through the scan (every step kept). diffrax's form
+    $\mathrm{d}v = -\gamma v\,\mathrm{d}t - u \nabla f\,\mathrm{d}t +
+    \sqrt{2\gamma u}\,\mathrm{d}W$ is met with $u = T$ and $\nabla f = \nabla U / T$.
 
     The features are $(z, v)$ at each bin; the path adds no KL (the posterior acts
     only on the initial state).
@@ -235,7 +235,7 @@ class ForcedLangevinDynamics(AbstractLatentDynamics):
         over bins `0, ..., bins - 1` (the last bin's force acts after the window)."""
         variance = 2 * jnp.exp(self.log_friction + self.log_temperature)
         used = force[:, :-1]
-        return 0.5 * self.bin_time * jnp.sum(used**2 / variance[None, None], axis=(1, 2))
+        return 0.5 * self.bin_time * jnp.sum(used**2 / variance[None, None], (1, 2))
 
     def __call__(self, initial, force, num_bins, key):
         assert force is not None
@@ -281,15 +281,16 @@ def _integrate(
     steps = len(grid) - 1
     index = np.arange(steps)
     if force is None:
-        forces = jnp.zeros((steps, batch, d), dtype)
-        jumps = jnp.zeros((steps,), bool)
+        # No force: the solver's `args` are None (an empty leaf of the scan's inputs).
+        forces, first, jumps = None, None, jnp.zeros((steps,), bool)
     else:
         step_bin = np.minimum(index // dynamics.steps_per_bin, num_bins - 1)
         forces = jnp.moveaxis(force, 1, 0)[step_bin]
+        first = forces[0]
         jumps = jnp.asarray(index % dynamics.steps_per_bin == 0)
     ts = jnp.asarray(grid, dtype)
     y0 = (initial[:, :d], initial[:, d:])
-    state0 = solver.init(terms, ts[0], ts[1], y0, forces[0])
+    state0 = solver.init(terms, ts[0], ts[1], y0, first)
 
     def step(carry, inputs):
         y, state = carry
@@ -307,12 +308,15 @@ def _integrate(
 class _ScaledGradient(eqx.Module):
     # diffrax multiplies grad_f by u = T: hand it (grad U - w) / T so that the force
     # is exactly -grad U + w whatever the temperature (w, the bin's force, comes as
-    # the solver's `args`; zero without one).
+    # the solver's `args`; None without one).
     potential: CoupledOscillatorPotential
     temperature: Float[Array, "batch size"]
 
     def __call__(self, z, force):
-        return (jax.vmap(self.potential.gradient)(z) - force) / self.temperature
+        gradient = jax.vmap(self.potential.gradient)(z)
+        if force is not None:
+            gradient = gradient - force
+        return gradient / self.temperature
 
 
 class DiscreteLangevinMap(AbstractLatentDynamics):

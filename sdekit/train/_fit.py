@@ -332,10 +332,9 @@ def fit(
 
     **Interruption.** A first Ctrl-C (`SIGINT`, in the main thread) is acted on when
     the compiled call under way returns, a second one at once. `fit` then saves the
-    last finished
-    epoch (when it has a `checkpoint_dir` and that epoch was not saved yet) and raises
-    [`sdekit.train.TrainingInterrupted`][], which says where the checkpoint is and how
-    many epochs it holds. The unfinished epoch is lost: its minibatches would not
+    last finished epoch (when it has a `checkpoint_dir` and that epoch was not saved
+    yet) and raises [`sdekit.train.TrainingInterrupted`][], which says where the
+    checkpoint is and how many epochs it holds. The unfinished epoch is lost: its minibatches would not
     replay identically from a checkpoint taken in its middle. In a multi-process run
     no extra checkpoint is written (the processes may stop at different steps); the
     last regular one is resumed.
