@@ -3,6 +3,7 @@ a diffrax CNF, in one run (same MLP, batch, coupling and thread count); prints a
 and one JSON object on the last line.
 
     python benchmarks/interpolant_speed.py [--threads 2] [--steps 300] [--batch 256]
+        [--repeats 3]
     python benchmarks/interpolant_speed.py --couplings   # the OT solvers by batch size
 
 Training: the 3x64 SELU MLP of torchcfm's tutorials at batch 256, N(0, I) -> 8
@@ -13,7 +14,8 @@ faster of 1 and `--threads` threads), trained by `sdekit.train.fit` with
 `steps_per_call` = `--steps` (an epoch of `--steps` minibatches in one compiled call;
 the second epoch is timed, host permutation and gathering included), beside the same
 trainer at one step per call and the compiled loop alone (the same `lax.scan` of
-steps on minibatches already on the device: no trainer). Likelihood:
+steps on minibatches already on the device: no trainer); the training timings are
+medians of `--repeats` runs. Likelihood:
 points per second of the exact-divergence log-likelihood by
 `sdekit.interpolants.log_likelihood` (the batch as one state) against a CNF written
 as diffrax's documentation writes one (per-point `diffeqsolve` under `vmap`, trace
@@ -94,7 +96,15 @@ def _model_and_loss(ot: bool, method: str = "exact"):
         depth=3,
         activation="selu",
     )
-    return model, lambda m, b, k: si.interpolant_loss(m, b, k, coupling=coupling)
+    loss = lambda m, b, k: si.interpolant_loss(m, b, k, coupling=coupling)  # noqa: E731
+    # As `sdekit fit --model interpolant` trains: an OT coupling's assignments for a
+    # whole compiled call solved together on the host, one thread per core.
+    prepare = (
+        None
+        if not ot
+        else (lambda m, b, k: si.pair_minibatch(m, b, k, coupling=coupling))
+    )
+    return model, loss, prepare
 
 
 def sdekit_ms_per_step(
@@ -109,7 +119,7 @@ def sdekit_ms_per_step(
     from sdekit.data import eight_gaussians
     from sdekit.train import fit
 
-    model, loss = _model_and_loss(ot, method)
+    model, loss, prepare = _model_and_loss(ot, method)
     data = {"x": eight_gaussians().sample(jr.key(1), steps * batch)}
     result = fit(
         model,
@@ -120,6 +130,7 @@ def sdekit_ms_per_step(
         epochs=2,
         batch_size=batch,
         steps_per_call=steps_per_call,
+        prepare_fn=prepare,
         progress=False,
     )
     return result.history[1]["seconds"] / steps * 1e3
@@ -135,7 +146,7 @@ def compiled_loop_ms_per_step(steps: int, batch: int) -> float:
 
     from sdekit.data import eight_gaussians
 
-    model, loss = _model_and_loss(False)
+    model, loss, _ = _model_and_loss(False)
     data = eight_gaussians().sample(jr.key(1), steps * batch).reshape(steps, batch, 2)
     optimizer = optax.adam(1e-3)
     params, static = eqx.partition(model, eqx.is_inexact_array)
@@ -244,6 +255,12 @@ def coupling_costs(batches, repeats: int = 5):
     return rows
 
 
+def _median(measure, repeats: int) -> float:
+    import statistics
+
+    return statistics.median(measure() for _ in range(repeats))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -251,24 +268,38 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--points", type=int, default=2000)
     parser.add_argument("--couplings", action="store_true")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="training timings: median of this many"
+    )
     args = parser.parse_args(argv)
     _threads(args.threads)
     if args.couplings:
         rows = coupling_costs([64, 128, 256, 512, 1024])
         print(json.dumps({"couplings_ms": rows}))
         return 0
-    result = {"threads": args.threads, "batch": args.batch, "steps": args.steps}
+    result = {
+        "threads": args.threads,
+        "batch": args.batch,
+        "steps": args.steps,
+        "repeats": args.repeats,
+    }
     for ot in (False, True):
         name = "ot" if ot else "independent"
         # torch's pool spins badly when the cores are shared (258 ms/step at 2
         # threads against 10.7 at 1, one run on a loaded machine): compare with the
         # faster of 1 and `--threads` threads.
         by_threads = {
-            n: torchcfm_ms_per_step(ot, args.steps, args.batch, n)
+            n: _median(
+                lambda: torchcfm_ms_per_step(ot, args.steps, args.batch, n),
+                args.repeats,
+            )
             for n in sorted({1, args.threads})
         }
         torch_ms = min(by_threads.values())
-        ours_ms = sdekit_ms_per_step(ot, args.steps, args.batch, args.steps)
+        ours_ms = _median(
+            lambda: sdekit_ms_per_step(ot, args.steps, args.batch, args.steps),
+            args.repeats,
+        )
         for n, ms in by_threads.items():
             result[f"torchcfm_{name}_ms_{n}threads"] = round(ms, 3)
         result[f"torchcfm_{name}_ms"] = round(torch_ms, 3)

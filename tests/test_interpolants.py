@@ -347,6 +347,53 @@ def test_ot_coupling_is_a_permutation_and_lowers_the_cost(getkey):
     assert float(si.transport_cost(x0, x1, sinkhorn)) < base - 0.5 * (base - best)
 
 
+def test_exact_ot_under_vmap_solves_each_problem(getkey):
+    # Under vmap the problems reach the host together (solved on a thread pool);
+    # each answer must be that problem's own optimal assignment.
+    x0 = jr.normal(getkey(), (5, 64, 3))
+    x1 = 2 + jr.normal(getkey(), (5, 64, 3))
+    pairing = si.OTCoupling("exact").pairing
+    batched = jax.jit(jax.vmap(pairing, in_axes=(0, 0, None)))(x0, x1, getkey())
+    for i in range(5):
+        alone = pairing(x0[i], x1[i], getkey())
+        assert float(si.transport_cost(x0[i], x1[i], batched[i])) == pytest.approx(
+            float(si.transport_cost(x0[i], x1[i], alone)), rel=1e-6
+        )
+        assert sorted(np.asarray(batched[i]).tolist()) == list(range(64))
+    # One base sample shared by every problem (an unbatched argument).
+    shared = jax.vmap(pairing, in_axes=(None, 0, None))(x0[0], x1, getkey())
+    for i in range(5):
+        alone = pairing(x0[0], x1[i], getkey())
+        np.testing.assert_array_equal(shared[i], alone)
+
+
+def test_paired_minibatch_is_what_the_loss_would_draw(getkey):
+    model = si.InterpolantModel(
+        si.LinearInterpolant(), 2, key=getkey(), independent=False, width=16, depth=1
+    )
+    x = 3 + jr.normal(getkey(), (64, 2))
+    key = getkey()
+    coupling = si.OTCoupling()
+    paired = si.pair_minibatch(model, {"x": x}, key, coupling=coupling)
+    assert paired["x0"].shape == x.shape
+    # A permutation of the base draw that lowers the transport cost.
+    draw = model.sample_base(jr.split(key)[0], 64)
+    np.testing.assert_allclose(
+        np.sort(np.asarray(paired["x0"]), axis=0), np.sort(np.asarray(draw), axis=0)
+    )
+    u = model.normalise(x)
+    assert float(si.transport_cost(paired["x0"], u)) < float(si.transport_cost(draw, u))
+    # Given "x0", the loss uses it: the same loss as drawing and pairing inside.
+    inside = si.interpolant_loss(model, {"x": x}, key, coupling=coupling)[0]
+    given = si.interpolant_loss(
+        model,
+        si.pair_minibatch(model, {"x": x}, jr.split(key, 4)[0], coupling=coupling),
+        key,
+        coupling=coupling,
+    )[0]
+    assert float(given) == pytest.approx(float(inside), rel=1e-6)
+
+
 def test_sinkhorn_plan_marginals(getkey):
     x0, x1 = jr.normal(getkey(), (30, 2)), jr.normal(getkey(), (30, 2))
     cost = jnp.sum((x0[:, None] - x1[None]) ** 2, -1)

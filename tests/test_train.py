@@ -259,6 +259,52 @@ def test_steps_per_call_takes_the_same_steps():
     assert np.linalg.norm(one.model.weight) > 0.3  # it did train
 
 
+def test_prepare_fn_sees_a_calls_minibatches_together():
+    # A `prepare_fn` whose host callback records the shapes it is given, and which
+    # changes the batch by its key: the steps must see the prepared batches, with
+    # keys that do not depend on how the steps are grouped into calls.
+    model, train, valid = shift_problem(5, num_train=200)
+    seen = []
+
+    def record(x):
+        seen.append(np.shape(x))
+        return np.zeros(np.shape(x)[:-1], np.float32)
+
+    def prepare_fn(model, batch, key):
+        x, y = batch
+        zero = jax.pure_callback(
+            record,
+            jax.ShapeDtypeStruct(x.shape[:-1], jnp.float32),
+            x,
+            vmap_method="expand_dims",
+        )
+        return x, y + zero + jr.normal(key, y.shape)
+
+    kwargs = dict(
+        key=jr.key(6),
+        optimizer=optax.adam(0.02),
+        epochs=2,
+        batch_size=16,  # 12 steps an epoch
+        valid_data=valid,
+        progress=False,
+    )
+    plain = fit(model, mse_loss, train, **kwargs)
+    one = fit(model, mse_loss, train, **kwargs, prepare_fn=prepare_fn)
+    assert seen == [(1, 16, 4)] * 24  # one minibatch a call, every step
+    seen.clear()
+    grouped = fit(
+        model, mse_loss, train, **kwargs, steps_per_call=6, prepare_fn=prepare_fn
+    )
+    assert seen == [(6, 16, 4)] * 4  # the six minibatches of a call at once
+    for a, b in zip(jtu.tree_leaves(grouped.model), jtu.tree_leaves(one.model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The noise reached the loss: the training loss is about one (its variance) above
+    # the unprepared run's, and the validation data were not prepared.
+    gap = one.history[-1]["train"]["loss"] - plain.history[-1]["train"]["loss"]
+    assert 0.5 < gap < 1.5
+    assert one.history[-1]["valid"]["loss"] < 0.5
+
+
 #
 # Resuming
 #
@@ -297,7 +343,9 @@ def test_fit_resume_in_process(tmp_path):
     _assert_trees_equal(longer.model, straight.model)
     assert longer.epochs_run == 6 and longer.best_epoch == straight.best_epoch
 
-    with pytest.raises(ValueError, match=r"other settings .*config\['lr'\] 0.015 there, 0.1 now"):
+    with pytest.raises(
+        ValueError, match=r"other settings .*config\['lr'\] 0.015 there, 0.1 now"
+    ):
         fit(model, mse_loss, train, **{**kwargs, "config": {"lr": 0.1}})
     with pytest.raises(ValueError, match="different `key`"):
         fit(model, mse_loss, train, **{**kwargs, "key": jr.key(2), "epochs": 7})
@@ -320,7 +368,9 @@ class _InterruptAt:
         return self.real(batch, mesh)
 
 
-def test_ctrl_c_saves_the_last_finished_epoch_and_resumes_exactly(tmp_path, monkeypatch):
+def test_ctrl_c_saves_the_last_finished_epoch_and_resumes_exactly(
+    tmp_path, monkeypatch
+):
     model, train, valid = shift_problem(2)
     run = tmp_path / "run"
     kwargs = dict(
@@ -340,14 +390,22 @@ def test_ctrl_c_saves_the_last_finished_epoch_and_resumes_exactly(tmp_path, monk
     monkeypatch.undo()
     error = info.value
     assert isinstance(error, KeyboardInterrupt)
-    assert (error.checkpoint_dir, error.epochs_completed, error.epochs) == (str(run), 2, 6)
+    assert (error.checkpoint_dir, error.epochs_completed, error.epochs) == (
+        str(run),
+        2,
+        6,
+    )
     assert "after epoch 2 of 6" in str(error) and str(run) in str(error)
-    assert json.loads((run / "state.json").read_text())["state"]["epochs_completed"] == 2
+    assert (
+        json.loads((run / "state.json").read_text())["state"]["epochs_completed"] == 2
+    )
 
     resumed = fit(model, mse_loss, train, checkpoint_dir=run, resume=True, **kwargs)
     straight = fit(model, mse_loss, train, **kwargs)
     _assert_trees_equal(resumed.model, straight.model)
-    assert [h["train"] for h in resumed.history] == [h["train"] for h in straight.history]
+    assert [h["train"] for h in resumed.history] == [
+        h["train"] for h in straight.history
+    ]
 
     # Interrupted again during the save of the epoch after: that save is retried.
     real_save, calls = _fit.save_checkpoint, []
@@ -433,7 +491,7 @@ def test_ctrl_c_in_the_first_epoch_saves_nothing(tmp_path, monkeypatch):
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
-    ckpt, kill_after = tmp_path / "run", 8
+    ckpt, kill_after = tmp_path / "run", 10
     killed = _run_script(
         "resume",
         "--ckpt",

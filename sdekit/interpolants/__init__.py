@@ -39,7 +39,10 @@ from ._likelihood import (
     hutchinson_divergence as hutchinson_divergence,
     log_likelihood as log_likelihood,
 )
-from ._loss import interpolant_loss as interpolant_loss
+from ._loss import (
+    interpolant_loss as interpolant_loss,
+    pair_minibatch as pair_minibatch,
+)
 from ._model import (
     data_scaling as data_scaling,
     InterpolantModel as InterpolantModel,

@@ -8,6 +8,9 @@ generalizing flow-based generative models with minibatch optimal transport"
 """
 
 import abc
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar, Literal
 
 import equinox as eqx
@@ -49,14 +52,45 @@ def _squared_distances(x0, x1):
     return jnp.maximum(sq0[:, None] + sq1[None, :] - 2 * x0 @ x1.T, 0.0)
 
 
-def _host_assignment(cost: np.ndarray) -> np.ndarray:
+def _assignment(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    """For each data point `x1[j]`, the index of its base sample in the exact
+    assignment for the squared Euclidean cost (in float64, by differences rather than
+    by expanding the square, which loses the small distances to round-off)."""
     from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
 
-    rows, cols = linear_sum_assignment(np.asarray(cost, np.float64))
+    cost = cdist(np.asarray(x0, np.float64), np.asarray(x1, np.float64), "sqeuclidean")
+    # Subtracting column then row minima changes every assignment's cost by the same
+    # constant, so the optimum is the same; SciPy's augmenting paths start from these
+    # duals and find it sooner (4.6 against 5.9 ms at batch 256 on 2-D data).
+    cost -= cost.min(axis=0, keepdims=True)
+    cost -= cost.min(axis=1, keepdims=True)
+    rows, cols = linear_sum_assignment(cost)
     # rows come sorted; we want, for each column j, its row.
     out = np.empty_like(cols)
     out[cols] = rows
     return out.astype(np.int32)
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    # SciPy's assignment releases the GIL: one thread per core solves a vmapped
+    # call's problems in parallel (3.1 against 5.7 ms each at batch 256 on 2 cores).
+    return ThreadPoolExecutor(len(os.sched_getaffinity(0)), "sdekit-assignment")
+
+
+def _host_assignments(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    # Called unbatched, `(n, d)`, or under `jax.vmap` with the problems stacked on
+    # leading axes, `(..., n, d)` (`vmap_method="expand_dims"`; a base sample shared
+    # by every problem comes with size-1 axes).
+    x0, x1 = np.asarray(x0), np.asarray(x1)
+    if x0.ndim == 2 and x1.ndim == 2:
+        return _assignment(x0, x1)
+    lead = np.broadcast_shapes(x0.shape[:-2], x1.shape[:-2])
+    x0 = np.broadcast_to(x0, lead + x0.shape[-2:]).reshape(-1, *x0.shape[-2:])
+    x1 = np.broadcast_to(x1, lead + x1.shape[-2:]).reshape(-1, *x1.shape[-2:])
+    out = list(_pool().map(_assignment, x0, x1))
+    return np.stack(out).reshape(*lead, x1.shape[-2])
 
 
 def sinkhorn_plan(
@@ -94,7 +128,9 @@ class OTCoupling(AbstractCoupling):
 
     - `method`:
         - `"exact"` (default): the exact assignment (a permutation) by SciPy's
-            `linear_sum_assignment` on the host, through `jax.pure_callback`.
+            `linear_sum_assignment` on the host, through `jax.pure_callback`; under
+            `jax.vmap` the batches' problems are solved together, one thread per
+            core.
         - `"sinkhorn"`: entropic OT in JAX (fixed sweeps, inside the compiled step);
             each data point $x_1^j$ then draws its partner from column $j$ of the
             plan, so a base sample may be drawn more than once in a batch (as
@@ -128,15 +164,16 @@ class OTCoupling(AbstractCoupling):
     def pairing(self, x0, x1, key):
         x0 = jax.lax.stop_gradient(x0.reshape(x0.shape[0], -1))
         x1 = jax.lax.stop_gradient(x1.reshape(x1.shape[0], -1))
-        cost = _squared_distances(x0, x1)
         n = x1.shape[0]
         if self.method == "exact":
             return jax.pure_callback(
-                _host_assignment,
+                _host_assignments,
                 jax.ShapeDtypeStruct((n,), jnp.int32),
-                cost,
-                vmap_method="sequential",
+                x0,
+                x1,
+                vmap_method="expand_dims",
             )
+        cost = _squared_distances(x0, x1)
         if self.method == "hungarian":
             rows, cols = optax.assignment.hungarian_algorithm(cost)
             return jnp.zeros(n, jnp.int32).at[cols].set(rows.astype(jnp.int32))

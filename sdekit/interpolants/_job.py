@@ -2,6 +2,7 @@
 `evaluate`, `sample`, `logprob`): one configuration in, one report out."""
 
 import dataclasses
+import functools as ft
 import math
 import os
 import pathlib
@@ -22,7 +23,7 @@ from ..data._densities import load_digits, TOY_DENSITIES, toy_density
 from ._coupling import IndependentCoupling, OTCoupling
 from ._interpolant import INTERPOLANTS, make_interpolant
 from ._likelihood import log_likelihood
-from ._loss import interpolant_loss
+from ._loss import interpolant_loss, pair_minibatch
 from ._model import ACTIVATIONS, data_scaling, InterpolantModel, LOSSES
 from ._sample import sample
 
@@ -407,6 +408,10 @@ def fit_job(
         epochs=epochs,
         batch_size=config.batch_size,
         steps_per_call=config.steps_per_call,
+        # An OT coupling's assignments for a whole call, solved together (in parallel).
+        prepare_fn=None
+        if coupling.independent
+        else ft.partial(pair_minibatch, coupling=coupling),
         valid_data=data.valid,
         eval_fn=evaluate,
         checkpoint_dir=out,

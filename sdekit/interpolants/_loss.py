@@ -26,6 +26,7 @@ import jax.random as jr
 from jaxtyping import Array, PRNGKeyArray
 
 from ._coupling import AbstractCoupling, IndependentCoupling
+from ._interpolant import ZeroGamma
 from ._model import InterpolantModel
 
 
@@ -66,6 +67,33 @@ def _one_loss(model, t, x0, x1, z, label, antithetic):
     return {name: value / len(signs) for name, value in terms.items()}
 
 
+def _paired_base(model, x1, key, coupling):
+    k_base, k_pair = jr.split(key)
+    x0 = model.sample_base(k_base, x1.shape[0]).astype(x1.dtype)
+    if isinstance(coupling, IndependentCoupling):
+        return x0  # the identity pairing: no gather
+    return x0[coupling.pairing(x0, x1, k_pair)]
+
+
+def pair_minibatch(
+    model: InterpolantModel,
+    batch: dict[str, Array],
+    key: PRNGKeyArray,
+    *,
+    coupling: AbstractCoupling,
+) -> dict[str, Array]:
+    """The minibatch with its base samples drawn and paired with its data by
+    `coupling`, as `batch["x0"]` (model coordinates), which
+    [`sdekit.interpolants.interpolant_loss`][] then uses instead of drawing its own.
+
+    It is the `prepare_fn` of [`sdekit.train.fit`][] for an OT coupling: the trainer
+    runs it on all the minibatches of a compiled call at once, so that the exact
+    assignments of a call are solved together on the host, one thread per core.
+    """
+    x1 = model.normalise(batch["x"])
+    return {**batch, "x0": _paired_base(model, x1, key, coupling)}
+
+
 def interpolant_loss(
     model: InterpolantModel,
     batch: dict[str, Array],
@@ -82,8 +110,11 @@ def interpolant_loss(
 
     - `model`: an [`sdekit.interpolants.InterpolantModel`][].
     - `batch`: `{"x": data (n, d)}` in data coordinates, with `"label"` (n,) for a
-        conditional model.
-    - `key`: draws the base samples, the coupling, the times and the latent noise.
+        conditional model, and optionally `"x0"`: base samples already paired with the
+        data (model coordinates, see [`sdekit.interpolants.pair_minibatch`][]), which
+        then replace the draw and the coupling.
+    - `key`: draws the base samples, the coupling (without `"x0"`), the times and the
+        latent noise.
     - `coupling`: how base samples are paired with the data (default independent).
     - `t_clip`: times are uniform on `[t_clip, 1 - t_clip]`.
     - `label_dropout`: for a conditional model, the probability of replacing a label
@@ -101,11 +132,17 @@ def interpolant_loss(
         )
     x1 = model.normalise(batch["x"])
     n = x1.shape[0]
-    k_base, k_pair, k_t, k_z, k_label = jr.split(key, 5)
-    x0 = model.sample_base(k_base, n).astype(x1.dtype)
-    x0 = x0[coupling.pairing(x0, x1, k_pair)]
+    k_base, k_t, k_z, k_label = jr.split(key, 4)
+    if "x0" in batch:
+        x0 = jax.lax.stop_gradient(batch["x0"]).astype(x1.dtype)
+    else:
+        x0 = _paired_base(model, x1, k_base, coupling)
     t = jr.uniform(k_t, (n,), x1.dtype, t_clip, 1 - t_clip)
-    z = jr.normal(k_z, x1.shape, x1.dtype)
+    if isinstance(model.interpolant.gamma, ZeroGamma):
+        # No latent noise: skip drawing it (a tenth of a step's time for a small MLP).
+        z = jnp.zeros_like(x1)
+    else:
+        z = jr.normal(k_z, x1.shape, x1.dtype)
     labels = batch.get("label")
     if model.num_classes:
         if labels is None:

@@ -38,6 +38,7 @@ from ._sharding import (
 
 
 LossFn = Callable[[PyTree, PyTree, PRNGKeyArray], tuple[Array, dict[str, Array]]]
+PrepareFn = Callable[[PyTree, PyTree, PRNGKeyArray], PyTree]
 EvalFn = Callable[[PyTree, PyTree, PRNGKeyArray], dict[str, Any]]
 
 
@@ -262,6 +263,15 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
+def _permutation(key: PRNGKeyArray, n: int) -> np.ndarray:
+    """A permutation of `range(n)` drawn by NumPy from `key`'s bits: the same on every
+    process for the same key. `jr.permutation` sorts on the device, 250 ms for 307200
+    examples on two CPU cores against 12 ms here: at hundreds of small steps per
+    compiled call it was a third of the epoch."""
+    seed = np.asarray(jax.random.key_data(key)).ravel()
+    return np.random.default_rng(seed).permutation(n)
+
+
 def _host_copy(tree: PyTree) -> PyTree:
     # What process 0 can serialise: arrays that span processes as local NumPy copies.
     return jtu.tree_map(host_local, tree)
@@ -289,11 +299,12 @@ def fit(
     devices: Sequence[jax.Device] | None = None,  # pyright: ignore[reportInvalidTypeForm]
     checkpoint_every: int = 1,
     steps_per_call: int = 1,
+    prepare_fn: PrepareFn | None = None,
 ) -> FitResult:
     """Train `model` by minibatch gradient descent on `loss_fn`.
 
-    Each epoch draws a permutation of the training examples from a key folded from
-    `key` and the epoch number (`jr.fold_in`), and takes one optimiser step per
+    Each epoch draws a permutation of the training examples (by NumPy, seeded from a
+    key folded from `key` and the epoch number with `jr.fold_in`), and takes one optimiser step per
     minibatch. When there is
     more than one minibatch, the last partial one is dropped, so every step has the
     same shape and the step compiles once; the dropped examples differ from epoch to
@@ -379,6 +390,14 @@ def fit(
         spans two epochs: with `steps_per_epoch` steps an epoch, it is at most that, and
         a last, shorter group of `steps_per_epoch % steps_per_call` steps compiles a
         second variant. The host holds a group's minibatches at once.
+    - `prepare_fn`: optional `prepare_fn(model, batch, key) -> batch`, work on each
+        training minibatch that needs no gradient (pairing it with base samples,
+        augmenting it), done for all the minibatches of a compiled call at once,
+        under `jax.vmap`, before the call's steps: a host callback inside it then
+        receives every minibatch of the call together and can solve them in parallel.
+        It sees the model as it was at the start of the call, so it should read only
+        parts that training does not change. `loss_fn` receives its output; the
+        validation data are given to `loss_fn` unprepared.
 
     On a terminal, progress is a tqdm bar that reads `compiling` until the first step
     has been compiled, then `training`, with rates and estimates that leave the first
@@ -504,6 +523,12 @@ def fit(
     # No buffer donation: the best model kept for early stopping, and the snapshot of
     # the last finished epoch kept for Ctrl-C, may still hold the arrays that a later
     # step would otherwise overwrite.
+    def prepare(model, batches, epoch_key, steps):
+        # One key per step, apart from the loss's (which `fold_in(epoch_key, step)`
+        # keeps as it is without `prepare_fn`).
+        keys = jax.vmap(lambda step: jr.fold_in(jr.fold_in(epoch_key, step), 1))(steps)
+        return jax.vmap(prepare_fn, in_axes=(None, 0, 0))(model, batches, keys)
+
     def train_step(model, opt_state, batch, epoch_key, step):
         step_key = jr.fold_in(epoch_key, step)
         (loss, metrics), grads = eqx.filter_value_and_grad(compute, has_aux=True)(
@@ -521,6 +546,8 @@ def fit(
         # `batches`. The scan carries the arrays; the rest (activation functions,
         # the optimiser's static parts) stays outside.
         arrays, static = eqx.partition((model, opt_state), eqx.is_array)
+        if prepare_fn is not None:
+            batches = prepare(model, batches, epoch_key, steps)
 
         def body(arrays, inputs):
             batch, step = inputs
@@ -532,7 +559,13 @@ def fit(
         model, opt_state = eqx.combine(arrays, static)
         return model, opt_state, outputs
 
-    train_one_step = eqx.filter_jit(train_step)
+    @eqx.filter_jit
+    def train_one_step(model, opt_state, batch, epoch_key, step):
+        if prepare_fn is not None:
+            batches = jtu.tree_map(lambda x: x[None], batch)
+            prepared = prepare(model, batches, epoch_key, step[None])
+            batch = jtu.tree_map(lambda x: x[0], prepared)
+        return train_step(model, opt_state, batch, epoch_key, step)
 
     def run_group(model, opt_state, perm, epoch_key, first, count):
         index = perm[first * step_size : (first + count) * step_size]
@@ -596,7 +629,7 @@ def fit(
                 interrupt.check()
                 start = time.perf_counter()
                 perm_key, epoch_key = jr.split(jr.fold_in(train_key, epoch))
-                perm = np.asarray(jr.permutation(perm_key, num_train))
+                perm = _permutation(perm_key, num_train)
                 outputs = []
                 for first, count in groups:
                     if first_step:
