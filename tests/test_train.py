@@ -259,6 +259,56 @@ def test_steps_per_call_takes_the_same_steps():
     assert np.linalg.norm(one.model.weight) > 0.3  # it did train
 
 
+def test_best_tolerance_keeps_the_latest_near_best_model(tmp_path):
+    # The validation metric is scripted by epoch (the calls so far count them).
+    model, train, valid = shift_problem(7)
+    scripted = [5.0, 3.0, 3.5, 3.2, 4.0, 3.05, 3.6, 3.7]
+
+    def eval_fn(model, data, key):
+        epoch = len(calls)
+        calls.append(epoch)
+        return {"loss": scripted[epoch], "se": 0.3}
+
+    def run(epochs, tolerance, fresh=True, **kwargs):
+        if fresh:
+            calls.clear()
+        return fit(
+            model,
+            mse_loss,
+            train,
+            key=jr.key(0),
+            optimizer=optax.sgd(0.0),  # the model does not move: only selection
+            epochs=epochs,
+            batch_size=64,
+            valid_data=valid,
+            eval_fn=eval_fn,
+            best_tolerance=tolerance,
+            progress=False,
+            **kwargs,
+        )
+
+    calls: list[int] = []
+    assert run(8, 0.0).best_epoch == 1
+    for tolerance in (0.3, "se"):
+        result = run(8, tolerance)
+        # 3.2 (epoch 3) and 3.05 (epoch 5) are within 0.3 of the record 3.0.
+        assert (result.best_epoch, result.best_metric) == (5, 3.05)
+    # Early stopping still counts from the record (epoch 1): patience 3 stops after
+    # epoch 4 even though epoch 3 was kept.
+    result = run(8, 0.3, patience=3)
+    assert result.stopped_early and result.epochs_run == 5 and result.best_epoch == 3
+    # The record (3.0) is saved beside the kept model's value (3.2) and resumed.
+    run(4, 0.3, checkpoint_dir=tmp_path / "run")  # leaves `calls` at epoch 4
+    saved = json.loads((tmp_path / "run" / "state.json").read_text())["state"]
+    assert (saved["best_metric"], saved["record_metric"]) == (3.2, 3.0)
+    resumed = run(8, 0.3, checkpoint_dir=tmp_path / "run", fresh=False)
+    assert (resumed.best_epoch, resumed.best_metric) == (5, 3.05)
+    with pytest.raises(ValueError, match="best_tolerance"):
+        run(2, -1.0)
+    with pytest.raises(ValueError, match="not among the validation metrics"):
+        run(2, "loss_se")
+
+
 def test_prepare_fn_sees_a_calls_minibatches_together():
     # A `prepare_fn` whose host callback records the shapes it is given, and which
     # changes the batch by its key: the steps must see the prepared batches, with

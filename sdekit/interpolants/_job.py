@@ -340,7 +340,8 @@ def fit_job(
     Training is [`sdekit.train.fit`][] with minibatches of `batch_size` training
     points, `steps_per_call` Adam steps (minibatches, coupling and all) in each
     compiled call, and as many epochs as `steps` needs. The validation loss (fixed
-    keys) picks the best epoch.
+    keys) picks the model: the latest epoch's within one standard error of the lowest
+    validation loss.
 
     **Returns:** a JSON-ready report: `model`, `dataset`, `seed`, `interpolant`,
     `loss`, `coupling`, `dim`, `num_classes`, `test_mean_logprob` (nats, exact
@@ -394,10 +395,14 @@ def fit_job(
         )
         keys = jr.split(valid_key, n // size)
         losses = jax.vmap(lambda k, b: loss_fn(m, b, k)[0])(keys, batches)
-        return jnp.mean(losses)
+        # Its standard error, from the spread of the minibatches' losses.
+        count = losses.shape[0]
+        spread = jnp.std(losses, ddof=1) if count > 1 else jnp.array(jnp.nan)
+        return jnp.mean(losses), spread / jnp.sqrt(count)
 
     def evaluate(m, valid, key):
-        return {"loss": valid_loss(m, valid)}
+        loss, se = valid_loss(m, valid)
+        return {"loss": loss, "loss_se": se}
 
     result = _train.fit(
         model,
@@ -414,6 +419,11 @@ def fit_job(
         else ft.partial(pair_minibatch, coupling=coupling),
         valid_data=data.valid,
         eval_fn=evaluate,
+        # The kept model: the latest within one standard error of the best validation
+        # loss. Picking the lowest one picks a fluctuation: on the 14-component mixture
+        # it chose epoch 373 of 619, 0.027 nats short of the truth, where the last
+        # epoch's model was 0.015 short (and better on fresh validation draws).
+        best_tolerance="loss_se",
         checkpoint_dir=out,
         config=_stored_config(config),
         resume=resume,

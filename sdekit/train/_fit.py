@@ -255,6 +255,24 @@ def _default_evaluator(loss_fn: LossFn, batch_size: int, mesh) -> EvalFn:
     return evaluate
 
 
+def _within(value: float, best: float | None, tolerance: float, mode: str) -> bool:
+    if np.isnan(value) or best is None or tolerance <= 0:
+        return False
+    return value <= best + tolerance if mode == "min" else value >= best - tolerance
+
+
+def _tolerance(best_tolerance: float | str, valid_metrics: dict[str, float]) -> float:
+    if not isinstance(best_tolerance, str):
+        return float(best_tolerance)
+    if best_tolerance not in valid_metrics:
+        raise ValueError(
+            f"`best_tolerance={best_tolerance!r}` is not among the validation metrics "
+            f"{sorted(valid_metrics)}. Pass a number, or the name of one of those."
+        )
+    value = float(valid_metrics[best_tolerance])
+    return value if np.isfinite(value) else 0.0
+
+
 def _improved(value: float, best: float | None, mode: str) -> bool:
     if np.isnan(value):
         return False
@@ -300,6 +318,7 @@ def fit(
     checkpoint_every: int = 1,
     steps_per_call: int = 1,
     prepare_fn: PrepareFn | None = None,
+    best_tolerance: float | str = 0.0,
 ) -> FitResult:
     """Train `model` by minibatch gradient descent on `loss_fn`.
 
@@ -369,6 +388,13 @@ def fit(
         of `loss_fn`'s loss and metrics over `valid_data`, in batches of `batch_size`.
     - `monitor`: the validation metric that picks the best model.
     - `mode`: `"min"` or `"max"`: whether a smaller or larger `monitor` is better.
+    - `best_tolerance`: the model kept as the best is the latest whose `monitor` is
+        within this much of the best value seen so far (default 0: the epoch of that
+        value). A number, or the name of a validation metric that gives it each epoch,
+        such as the standard error of `monitor`: among epochs that the validation data
+        cannot tell apart, the later (more converged) model is kept, not the one whose
+        value was lowest by chance (the one-standard-error rule). Early stopping still
+        counts the epochs since the best value improved.
     - `patience`: stop after this many epochs without improvement. `None` (default)
         never stops early. Requires `valid_data`.
     - `checkpoint_dir`: if given, a checkpoint directory written atomically every
@@ -425,6 +451,13 @@ def fit(
         raise ValueError(
             "`patience` needs `valid_data`: early stopping watches a validation metric."
         )
+    if not isinstance(best_tolerance, str) and not (
+        isinstance(best_tolerance, (int, float)) and best_tolerance >= 0
+    ):
+        raise ValueError(
+            f"`best_tolerance` must be a number >= 0 or a validation metric's name, got "
+            f"{best_tolerance!r}."
+        )
     if valid_data is None and eval_fn is not None:
         raise ValueError("`eval_fn` was given without `valid_data` to evaluate it on.")
     train_data, num_train = _check_data(train_data, "train_data")
@@ -480,6 +513,8 @@ def fit(
 
     start_epoch, history = 0, []
     best_model, best_epoch, best_metric = None, None, None
+    # The best value of `monitor` seen so far (`best_metric` is the kept model's).
+    record = None
     since_improvement, stopped_early = 0, False
     if plan == "resume":
         assert checkpoint_dir is not None
@@ -507,6 +542,7 @@ def fit(
             best_model = _place(loaded["best_model"], mesh)
         start_epoch, history = state["epochs_completed"], state["history"]
         best_epoch, best_metric = state["best_epoch"], state["best_metric"]
+        record = state.get("record_metric", best_metric)
         since_improvement = state["epochs_since_improvement"]
         stopped_early = state["stopped_early"]
 
@@ -659,14 +695,18 @@ def fit(
                             "metrics dict of `loss_fn` (or to the output of `eval_fn`)."
                         )
                     value = valid_metrics[monitor]
-                    if _improved(value, best_metric, mode):
-                        best_model, best_epoch, best_metric = model, epoch, value
+                    tolerance = _tolerance(best_tolerance, valid_metrics)
+                    if _improved(value, record, mode):
+                        record, keep = value, True
                         since_improvement = 0
                     else:
+                        keep = _within(value, record, tolerance, mode)
                         since_improvement += 1
                         stopped_early = (
                             patience is not None and since_improvement >= patience
                         )
+                    if keep:
+                        best_model, best_epoch, best_metric = model, epoch, value
 
                 # A new list, not an append: the snapshot below must not change later.
                 history = history + [
@@ -682,6 +722,7 @@ def fit(
                     "epochs": epochs,
                     "best_epoch": best_epoch,
                     "best_metric": best_metric,
+                    "record_metric": record,
                     "epochs_since_improvement": since_improvement,
                     "stopped_early": stopped_early,
                     "history": history,
