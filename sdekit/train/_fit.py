@@ -562,6 +562,7 @@ def fit(
     def prepare(model, batches, epoch_key, steps):
         # One key per step, apart from the loss's (which `fold_in(epoch_key, step)`
         # keeps as it is without `prepare_fn`).
+        assert prepare_fn is not None
         keys = jax.vmap(lambda step: jr.fold_in(jr.fold_in(epoch_key, step), 1))(steps)
         return jax.vmap(prepare_fn, in_axes=(None, 0, 0))(model, batches, keys)
 
