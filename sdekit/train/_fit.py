@@ -323,11 +323,10 @@ def fit(
     """Train `model` by minibatch gradient descent on `loss_fn`.
 
     Each epoch draws a permutation of the training examples (by NumPy, seeded from a
-    key folded from `key` and the epoch number with `jr.fold_in`), and takes one optimiser step per
-    minibatch. When there is
-    more than one minibatch, the last partial one is dropped, so every step has the
-    same shape and the step compiles once; the dropped examples differ from epoch to
-    epoch. With fewer than `batch_size` examples, each epoch is one step on all of
+    key folded from `key` and the epoch number with `jr.fold_in`), and takes one
+    optimiser step per minibatch. When there is more than one minibatch, the last
+    partial one is dropped, so every step has the same shape and the step compiles
+    once; the dropped examples differ from epoch to epoch. With fewer than `batch_size` examples, each epoch is one step on all of
     them. The key of every step depends only on `(key, epoch, step)`, so a resumed run
     takes exactly the steps of an uninterrupted one.
 
@@ -556,9 +555,6 @@ def fit(
 
     compute = ft.partial(_loss_and_metrics, loss_fn)
 
-    # No buffer donation: the best model kept for early stopping, and the snapshot of
-    # the last finished epoch kept for Ctrl-C, may still hold the arrays that a later
-    # step would otherwise overwrite.
     def prepare(model, batches, epoch_key, steps):
         # One key per step, apart from the loss's (which `fold_in(epoch_key, step)`
         # keeps as it is without `prepare_fn`).
@@ -566,6 +562,9 @@ def fit(
         keys = jax.vmap(lambda step: jr.fold_in(jr.fold_in(epoch_key, step), 1))(steps)
         return jax.vmap(prepare_fn, in_axes=(None, 0, 0))(model, batches, keys)
 
+    # No buffer donation: the best model kept for early stopping, and the snapshot of
+    # the last finished epoch kept for Ctrl-C, may still hold the arrays that a later
+    # step would otherwise overwrite.
     def train_step(model, opt_state, batch, epoch_key, step):
         step_key = jr.fold_in(epoch_key, step)
         (loss, metrics), grads = eqx.filter_value_and_grad(compute, has_aux=True)(
