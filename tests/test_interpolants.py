@@ -392,6 +392,9 @@ def test_paired_minibatch_is_what_the_loss_would_draw(getkey):
         coupling=coupling,
     )[0]
     assert float(given) == pytest.approx(float(inside), rel=1e-6)
+    # ... and not a draw of its own: other base samples give another loss.
+    other = si.interpolant_loss(model, {"x": x, "x0": draw}, key, coupling=coupling)[0]
+    assert abs(float(other) - float(inside)) > 1e-3
 
 
 def test_sinkhorn_plan_marginals(getkey):

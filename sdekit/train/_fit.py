@@ -326,9 +326,10 @@ def fit(
     key folded from `key` and the epoch number with `jr.fold_in`), and takes one
     optimiser step per minibatch. When there is more than one minibatch, the last
     partial one is dropped, so every step has the same shape and the step compiles
-    once; the dropped examples differ from epoch to epoch. With fewer than `batch_size` examples, each epoch is one step on all of
-    them. The key of every step depends only on `(key, epoch, step)`, so a resumed run
-    takes exactly the steps of an uninterrupted one.
+    once; the dropped examples differ from epoch to epoch. With fewer than
+    `batch_size` examples, each epoch is one step on all of them. The key of every step
+    depends only on `(key, epoch, step)`, so a resumed run takes exactly the steps of
+    an uninterrupted one.
 
     The step (`eqx.filter_value_and_grad`, the optax update, `eqx.apply_updates`) is a
     single `eqx.filter_jit` function. With `steps_per_call=K > 1`, the steps of an
