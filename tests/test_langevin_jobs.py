@@ -40,6 +40,9 @@ def fitted(tmp_path_factory):
     path, out = tmp / "tiny.npz", tmp / "run"
     data = _tiny_data(path)
     argv = ["fit", "--model", "langevin-flow", "--data", str(path), "--out", str(out)]
+    # A learning rate at which the validation score falls after the first epochs, so
+    # that the one-standard-error rule keeps another epoch than the best score's.
+    argv += ["--lr", "0.03"]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         status = _main.main([*argv, *TINY, "--json", "--quiet"])
@@ -67,6 +70,18 @@ def test_fit_reports_every_metric_and_evaluate_reproduces(fitted, capsys):
     assert report["forward_bins"] == 2 and report["test_trials"] == data.test.num_trials
     assert json.loads((out / "config.json").read_text())["family"] == "langevin"
     assert "langevin-flow on tiny.npz" in lines[0] and "smoothing baseline" in lines[1]
+    # The kept epoch follows the one-standard-error rule on the validation score: the
+    # latest within its epoch's standard error of the best score seen by then.
+    state = json.loads((out / "state.json").read_text())["state"]
+    valid = [entry["valid"] for entry in state["history"]]
+    record, kept = -np.inf, None
+    for epoch, scores in enumerate(valid):
+        assert scores["score_se"] > 0
+        record = max(record, scores["score"])
+        if scores["score"] >= record - scores["score_se"]:
+            kept = epoch
+    assert report["best_epoch"] == kept
+    assert kept != int(np.argmax([scores["score"] for scores in valid]))
 
     assert _main.main(["evaluate", "--checkpoint", str(out), "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

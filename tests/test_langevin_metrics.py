@@ -17,6 +17,7 @@ from sdekit.langevin import (
     smooth_spikes,
     velocity_r2,
 )
+from sdekit.langevin._metrics import _ratio_standard_error, _trial_bits
 
 
 def test_poisson_nll_by_hand():
@@ -56,6 +57,29 @@ def test_co_bps_orders_true_and_wrong_rates():
     assert co_bps(rates, spikes) > 0.1
     assert co_bps(np.full_like(rates, 10.0), spikes) < 0
     assert fp_bps(rates, spikes) == co_bps(rates, spikes)
+
+
+def test_bits_per_spike_standard_error_matches_replicate_spread():
+    # Per-trial bits saved add up to bits_per_spike, and their delta-method standard
+    # error predicts the spread of bits_per_spike over independent sets of trials
+    # drawn from the same rates (scored by the same imperfect model).
+    rng = np.random.default_rng(1)
+    true = np.exp(rng.normal(-0.5, 0.8, (40, 6)))[None]
+    model = true * np.exp(rng.normal(0.0, 0.3, true.shape))
+    replicates, trials = 400, 60
+    scores, errors = [], []
+    for _ in range(replicates):
+        spikes = rng.poisson(np.broadcast_to(true, (trials,) + true.shape[1:]))
+        rates = np.broadcast_to(model, spikes.shape)
+        bits, counts = _trial_bits(rates, spikes)
+        scores.append(bits_per_spike(rates, spikes))
+        assert bits.sum() / counts.sum() == pytest.approx(scores[-1], rel=1e-9)
+        errors.append(_ratio_standard_error(bits, counts))
+    spread = np.std(scores, ddof=1)
+    # The sample standard deviation of 400 draws is within 3.5% (one sd) of its
+    # value; 12% allows that and the delta method's approximation.
+    assert np.median(errors) == pytest.approx(spread, rel=0.12)
+    assert math.isnan(_ratio_standard_error(bits[:1], counts[:1]))
 
 
 def test_metrics_reject_bad_rates():

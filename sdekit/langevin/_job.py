@@ -35,6 +35,8 @@ from ._dynamics import (
 )
 from ._loss import make_loss, optimizer
 from ._metrics import (
+    _ratio_standard_error,
+    _trial_bits,
     bits_per_spike,
     co_bps,
     condition_psth,
@@ -434,6 +436,29 @@ def _monitor(data: SpikingDataset) -> str:
     return "heldin_bps"
 
 
+def _monitored(data: SpikingDataset, array: np.ndarray) -> np.ndarray:
+    # The part of a (trials, bins, neurons) array that the monitored metric scores.
+    observed, heldin = data.observed_bins, data.num_heldin
+    monitor = _monitor(data)
+    if monitor == "co_bps":
+        return array[:, :observed, heldin:]
+    if monitor == "fp_bps":
+        return array[:, observed:]
+    return array[:, :observed, :heldin]
+
+
+def _score_standard_error(
+    data: SpikingDataset, rates: list[np.ndarray], spikes: np.ndarray
+) -> float:
+    """The standard error, over validation trials, of the models' mean monitored bits
+    per spike (all are ratios with the same spike count, so their mean is one ratio
+    of the models' mean bits saved per trial)."""
+    target = _monitored(data, spikes)
+    per_model = [_trial_bits(_monitored(data, r), target) for r in rates]
+    bits = np.mean([saved for saved, _ in per_model], axis=0)
+    return _ratio_standard_error(bits, per_model[0][1])
+
+
 def _test_key(config: FitConfig):
     # Fixed, so that `sdekit evaluate` reproduces the figures of `sdekit fit` exactly.
     return jr.fold_in(jr.key(config.seed), 1)
@@ -585,9 +610,10 @@ def fit_job(
 
     Loads the data ([`sdekit.langevin.load_job_data`][]), trains both models side by
     side with [`sdekit.train.fit`][] ([`sdekit.langevin.make_loss`][],
-    [`sdekit.langevin.optimizer`][]; the best epoch by the validation trials' score,
-    the models' mean co-bps, is kept), fits the smoothing baseline, and evaluates all
-    three on the test trials with a fixed key, so that
+    [`sdekit.langevin.optimizer`][]; of the validation trials' score, the models'
+    mean co-bps, the latest epoch within one standard error of the best is kept), fits
+    the smoothing baseline, and evaluates all three on the test trials with a fixed
+    key, so that
     [`sdekit.langevin.evaluate_job`][] reproduces the figures exactly.
 
     **Arguments:**
@@ -646,7 +672,7 @@ def fit_job(
 
     def eval_fn(pair: ModelPair, valid, key):
         del valid  # the validation trials are the NumPy arrays above
-        scores = {}
+        scores, all_rates = {}, []
         members = [("flow", pair.flow), ("baseline", pair.baseline)]
         for index, (name, model) in enumerate(members):
             if model is None:
@@ -654,10 +680,12 @@ def fit_job(
             rates = infer_rates(
                 model, valid_heldin, data.num_bins, jr.fold_in(key, index), passes=4
             )
+            all_rates.append(rates)
             for metric, value in _validation_score(data, rates, valid_spikes).items():
                 scores[f"{name}_{metric}"] = value
         values = [v for k, v in scores.items() if k.endswith("_" + monitor)]
         scores["score"] = float(np.mean(values))
+        scores["score_se"] = _score_standard_error(data, all_rates, valid_spikes)
         return scores
 
     result = _train.fit(
@@ -676,6 +704,12 @@ def fit_job(
         eval_fn=eval_fn,
         monitor="score",
         mode="max",
+        # The one-standard-error rule: the latest models whose score the validation
+        # trials cannot tell from the best. With few validation trials the best score
+        # is often an early epoch's lucky draw (a 150-trial set kept epoch 75 of 3000,
+        # mid-way through the KL ramp, at a rate R^2 of 0.58 where the last epoch's
+        # flow had 0.67; docs/langevin.md).
+        best_tolerance="score_se",
         patience=config.patience,
         checkpoint_dir=out,
         config=_stored_config(config),

@@ -61,6 +61,34 @@ def bits_per_spike(rates, spikes) -> float:
     return float(saved / total / math.log(2))
 
 
+def _trial_bits(rates, spikes) -> tuple[np.ndarray, np.ndarray]:
+    # Per trial (the first axis): the bits that the rates save over bits_per_spike's
+    # null model, and the spike count; bits_per_spike is the ratio of their sums. The
+    # log-factorial terms cancel in the difference.
+    rates, spikes = _check_pair(rates, spikes, "bits_per_spike")
+    axes = tuple(range(spikes.ndim - 1))
+    null = spikes.mean(axis=axes, keepdims=True)
+
+    def nll(r):
+        r = np.maximum(r, 1e-9)
+        return r - spikes * np.log(r)
+
+    per_entry = (nll(np.broadcast_to(null, spikes.shape)) - nll(rates)) / math.log(2)
+    trials = tuple(range(1, spikes.ndim))
+    return per_entry.sum(axis=trials), spikes.sum(axis=trials)
+
+
+def _ratio_standard_error(bits: np.ndarray, counts: np.ndarray) -> float:
+    # The standard error of sum(bits) / sum(counts) over independent trials, by the
+    # delta method (the ratio estimator's), the null model's rates taken as fixed.
+    # NaN with fewer than two trials or no spikes.
+    n, total = len(bits), float(np.sum(counts))
+    if n < 2 or total == 0:
+        return float("nan")
+    residual = bits - (np.sum(bits) / total) * counts
+    return float(np.sqrt(n / (n - 1) * np.sum(residual**2)) / total)
+
+
 def co_bps(heldout_rates, heldout_spikes) -> float:
     """Co-smoothing bits per spike: [`sdekit.langevin.bits_per_spike`][] of the
     held-out neurons' predicted rates, `(trials, bins, heldout)`, in the evaluated
