@@ -170,3 +170,26 @@ def test_solver_speed_script_prints_json_last_line():
     else:
         assert result["torchsde_ms"] > 0 and result["torch_num_threads"] >= 1
     assert result["checks"]["losses_finite"]
+
+
+def test_van_der_pol_spikes_load_and_follow_their_rates(tmp_path):
+    # The generator of benchmarks/vdp_spikes.py writes what sdekit's loader reads, and
+    # its counts are Poisson draws of its rates: the total count is within 4 standard
+    # deviations (the Poisson variance is the mean) of the summed rates.
+    from vdp_spikes import van_der_pol_spikes
+
+    from sdekit.data import load_spikes
+
+    arrays = van_der_pol_spikes(trials=50, bins=12, neurons=6, seed=3)
+    np.savez(tmp_path / "vdp.npz", **arrays)
+    data = load_spikes(tmp_path / "vdp.npz", heldout_neurons=2)
+    assert data.train.spikes.shape == (40, 12, 6) and data.test.num_trials == 10
+    assert data.num_heldin == 4
+    rates = np.concatenate([arrays["train_rates"], arrays["test_rates"]])
+    spikes = np.concatenate([arrays["train_spikes"], arrays["test_spikes"]])
+    assert abs(spikes.sum() - rates.sum()) < 4 * math.sqrt(rates.sum())
+    # The latent (kept as behaviour) sets the log-rates through one linear readout.
+    latent = arrays["train_behavior"].reshape(-1, 2)
+    log_rates = np.log(arrays["train_rates"]).reshape(-1, 6) - math.log(0.3)
+    readout, *_ = np.linalg.lstsq(latent, log_rates, rcond=None)
+    np.testing.assert_allclose(latent @ readout, log_rates, atol=1e-9)
