@@ -309,6 +309,58 @@ def test_best_tolerance_keeps_the_latest_near_best_model(tmp_path):
         run(2, "loss_se")
 
 
+def test_validate_every_evaluates_every_kth_and_the_last_epoch(tmp_path):
+    # The validation metric is scripted by validation (the calls so far count them).
+    model, train, valid = shift_problem(7)
+    calls: list[int] = []
+
+    def run(epochs, scripted, fresh=True, **kwargs):
+        if fresh:
+            calls.clear()
+
+        def eval_fn(model, data, key):
+            value = scripted[len(calls)]
+            if value is KeyboardInterrupt:
+                raise KeyboardInterrupt
+            calls.append(len(calls))
+            return {"loss": value}
+
+        return fit(
+            model,
+            mse_loss,
+            train,
+            key=jr.key(0),
+            optimizer=optax.sgd(0.0),
+            epochs=epochs,
+            batch_size=64,
+            valid_data=valid,
+            eval_fn=eval_fn,
+            progress=False,
+            **kwargs,
+        )
+
+    # Epochs 0..6 (zero-based) validated after epochs 2 and 5, and after the last.
+    result = run(7, [3.0, 2.0, 2.5], validate_every=3)
+    validated = [h["epoch"] for h in result.history if h["valid"] is not None]
+    assert validated == [2, 5, 6] and len(calls) == 3
+    assert (result.best_epoch, result.best_metric) == (5, 2.0)
+    # Patience counts epochs, not validations: every 2 epochs, patience 4 stops two
+    # validations after the record (epoch 1), after epoch 5.
+    result = run(10, [1.0] + [2.0] * 9, validate_every=2, patience=4)
+    assert result.stopped_early and result.epochs_run == 6 and result.best_epoch == 1
+    # A run interrupted during its second validation (after epoch 5) resumes from
+    # epoch 5 on the same schedule.
+    with pytest.raises(TrainingInterrupted):
+        run(7, [3.0, KeyboardInterrupt], validate_every=3, checkpoint_dir=tmp_path)
+    resumed = run(
+        7, [3.0, 2.0, 2.5], fresh=False, validate_every=3, checkpoint_dir=tmp_path
+    )
+    validated = [h["epoch"] for h in resumed.history if h["valid"] is not None]
+    assert validated == [2, 5, 6] and resumed.best_epoch == 5
+    with pytest.raises(ValueError, match="validate_every"):
+        run(2, [1.0], validate_every=0)
+
+
 def test_prepare_fn_sees_a_calls_minibatches_together():
     # A `prepare_fn` whose host callback records the shapes it is given, and which
     # changes the batch by its key: the steps must see the prepared batches, with

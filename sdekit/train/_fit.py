@@ -319,6 +319,7 @@ def fit(
     steps_per_call: int = 1,
     prepare_fn: PrepareFn | None = None,
     best_tolerance: float | str = 0.0,
+    validate_every: int = 1,
 ) -> FitResult:
     """Train `model` by minibatch gradient descent on `loss_fn`.
 
@@ -348,9 +349,10 @@ def fit(
     process: each process must call `fit` with the same arguments (the same data), and
     process 0 alone writes checkpoints and progress.
 
-    After each epoch with `valid_data`, the model is evaluated in inference mode
-    (`eqx.nn.inference_mode`), the best model by `monitor` is kept, and training stops
-    once `patience` epochs pass without improvement (a NaN never improves).
+    After each epoch with `valid_data` (or every `validate_every` epochs, and after the
+    last), the model is evaluated in inference mode (`eqx.nn.inference_mode`), the
+    best model by `monitor` is kept, and training stops once `patience` epochs pass
+    without improvement (a NaN never improves).
 
     **Checkpoint directory.** `checkpoint_dir` follows the rule of
     [`sdekit.train.check_checkpoint_dir`][], checked before any work: a new or empty
@@ -397,6 +399,10 @@ def fit(
         counts the epochs since the best value improved.
     - `patience`: stop after this many epochs without improvement. `None` (default)
         never stops early. Requires `valid_data`.
+    - `validate_every`: evaluate on `valid_data` (and choose the best model) every
+        this many epochs and after the last; the epochs between have `"valid": None`
+        in the history. When an epoch is a step or two, evaluating after each can cost
+        more than the training.
     - `checkpoint_dir`: if given, a checkpoint directory written atomically every
         `checkpoint_every` epochs and after the last (see
         [`sdekit.train.save_checkpoint`][]).
@@ -440,6 +446,7 @@ def fit(
     batch_size = _check_int(batch_size, "batch_size", 1)
     checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
     steps_per_call = _check_int(steps_per_call, "steps_per_call", 1)
+    validate_every = _check_int(validate_every, "validate_every", 1)
     if mode not in ("min", "max"):
         raise ValueError(
             f"`mode` must be 'min' or 'max', got {mode!r}: 'min' when a smaller "
@@ -655,6 +662,8 @@ def fit(
     # (trainer state, model, optimiser state, best model): what Ctrl-C saves.
     saved = start_epoch if plan == "resume" else None
     last = None
+    # The progress shows the latest validation, also between validations.
+    shown_valid = next((h["valid"] for h in reversed(history) if h["valid"]), None)
     first_step = True
     try:
         # A Ctrl-C is acted on between compiled calls (`interrupt.check()`), never in
@@ -683,7 +692,8 @@ def fit(
                 interrupt.check()
 
                 valid_metrics = None
-                if valid_data is not None:
+                validating = (epoch + 1) % validate_every == 0 or epoch + 1 == epochs
+                if valid_data is not None and validating:
                     # The same key every epoch: only the model changes between two
                     # evaluations, so their difference is not sampling noise.
                     valid_metrics = evaluate(
@@ -702,7 +712,7 @@ def fit(
                         since_improvement = 0
                     else:
                         keep = _within(value, record, tolerance, mode)
-                        since_improvement += 1
+                        since_improvement += validate_every
                         stopped_early = (
                             patience is not None and since_improvement >= patience
                         )
@@ -731,7 +741,9 @@ def fit(
                 }
                 # One assignment, so that an interrupt sees the old snapshot or the new.
                 last = (state, model, opt_state, best_model)
-                reporter.epoch_done(epoch + 1, postfix(train_metrics, valid_metrics))
+                if valid_metrics is not None:
+                    shown_valid = valid_metrics
+                reporter.epoch_done(epoch + 1, postfix(train_metrics, shown_valid))
                 if stopped_early:
                     best = (
                         "no epoch gave a number"
