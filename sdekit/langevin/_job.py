@@ -714,7 +714,7 @@ def fit_job(
         mode="max",
         # The one-standard-error rule: the latest models whose score the validation
         # trials cannot tell from the best. With few validation trials the best score
-        # is often an early epoch's lucky draw (a 150-trial set kept epoch 75 of 3000,
+        # is often an early epoch's lucky draw (a 150-trial set kept epoch 76 of 3000,
         # mid-way through the KL ramp, at a rate R^2 of 0.58 where the last epoch's
         # flow had 0.67; docs/langevin.md).
         best_tolerance="score_se",

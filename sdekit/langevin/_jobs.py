@@ -132,8 +132,12 @@ def _describe(report: dict[str, Any]) -> str:
     for name, figures in report.get("baselines", {}).items():
         lines.append(f"  {name} baseline: {_figures(figures)}")
     if "epochs" in report:
+        # Counted from 1, as the progress lines count; the JSON's best_epoch is the
+        # 0-based index into the history.
+        best = report["best_epoch"]
+        best = "" if best is None else f" (kept: epoch {best + 1})"
         lines.append(
-            f"{report['epochs']} epochs (best {report['best_epoch']}) in "
+            f"{report['epochs']} epochs{best} in "
             f"{report['seconds']:.0f} s; checkpoint: {report['checkpoint']}"
         )
     return "\n".join(lines)
