@@ -417,23 +417,30 @@ def _mean_rates(model, heldin, num_bins, key, passes):
     return total / passes.astype(total.dtype)
 
 
+def _scored(data: SpikingDataset, array: np.ndarray) -> dict[str, np.ndarray]:
+    """The part of a `(trials, bins, neurons)` array that each validation metric
+    scores: co-bps the held-out neurons, fp-bps the forward bins, `heldin_bps` the
+    held-in counts of the observed bins."""
+    observed, heldin = data.observed_bins, data.num_heldin
+    parts = {}
+    if data.heldout_neurons:
+        parts["co_bps"] = array[:, :observed, heldin:]
+    if data.forward_bins:
+        parts["fp_bps"] = array[:, observed:]
+    parts["heldin_bps"] = array[:, :observed, :heldin]
+    return parts
+
+
 def _validation_score(
     data: SpikingDataset, rates: np.ndarray, spikes: np.ndarray
 ) -> dict:
-    """Validation metrics of one model: co-bps (held-out neurons), fp-bps (forward
-    bins), and the bits per spike of all held-in counts."""
-    observed, heldin = data.observed_bins, data.num_heldin
-    out = {}
-    if data.heldout_neurons:
-        out["co_bps"] = co_bps(
-            rates[:, :observed, heldin:], spikes[:, :observed, heldin:]
-        )
-    if data.forward_bins:
-        out["fp_bps"] = fp_bps(rates[:, observed:], spikes[:, observed:])
-    out["heldin_bps"] = bits_per_spike(
-        rates[:, :observed, :heldin], spikes[:, :observed, :heldin]
-    )
-    return out
+    """Validation metrics of one model: the bits per spike of each part that
+    `_scored` names (co-bps and fp-bps are bits per spike of their parts)."""
+    targets = _scored(data, spikes)
+    return {
+        metric: bits_per_spike(part, targets[metric])
+        for metric, part in _scored(data, rates).items()
+    }
 
 
 def _monitor(data: SpikingDataset) -> str:
@@ -444,25 +451,15 @@ def _monitor(data: SpikingDataset) -> str:
     return "heldin_bps"
 
 
-def _monitored(data: SpikingDataset, array: np.ndarray) -> np.ndarray:
-    # The part of a (trials, bins, neurons) array that the monitored metric scores.
-    observed, heldin = data.observed_bins, data.num_heldin
-    monitor = _monitor(data)
-    if monitor == "co_bps":
-        return array[:, :observed, heldin:]
-    if monitor == "fp_bps":
-        return array[:, observed:]
-    return array[:, :observed, :heldin]
-
-
 def _score_standard_error(
     data: SpikingDataset, rates: list[np.ndarray], spikes: np.ndarray
 ) -> float:
     """The standard error, over validation trials, of the models' mean monitored bits
     per spike (all are ratios with the same spike count, so their mean is one ratio
     of the models' mean bits saved per trial)."""
-    target = _monitored(data, spikes)
-    per_model = [_trial_bits(_monitored(data, r), target) for r in rates]
+    monitor = _monitor(data)
+    target = _scored(data, spikes)[monitor]
+    per_model = [_trial_bits(_scored(data, r)[monitor], target) for r in rates]
     bits = np.mean([saved for saved, _ in per_model], axis=0)
     return _ratio_standard_error(bits, per_model[0][1])
 
